@@ -1,0 +1,520 @@
+"""Configs: dataclasses with help on every field, YAML recipes, and one precedence rule.
+
+What this module chose, and why:
+
+* Every command's options are one flat dataclass (as TRL's ``GRPOConfig``). A field's
+  ``metadata["help"]`` is the single source of the ``--help`` text, the CLI flag and the YAML key,
+  so the three can never drift apart.
+* Precedence is **defaults < YAML recipe (``--config``) < CLI flags (incl. ``--set key=value``)**.
+  CLI flags are parsed with ``argparse.SUPPRESS`` defaults, so a flag only overrides the recipe when
+  the user actually typed it. ``tests/test_config.py`` pins this order.
+* Unknown keys (in YAML or ``--set``) are errors naming the key and the nearest valid one; values
+  are coerced to the field's type and rejected with the field's name when they do not fit.
+* Derived values and consistency checks live in ``__post_init__`` and raise :class:`ConfigError`.
+* No Hydra, no ``eval``, no reading ``sys.argv`` here; this module imports nothing heavy so that
+  ``reczero --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from reczero.errors import ReczeroError
+
+T = TypeVar("T")
+
+
+class ConfigError(ReczeroError, ValueError):
+    """A config value or key is invalid; the message names the field and what was expected."""
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A dataclass field with help text (the only way fields are declared here)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared option groups (inherited by the command configs below)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleOptions:
+    """How prepared samples are built from interactions (shared by `data prepare` and `data synth`)."""
+
+    history: int = opt(10, "User history window: the most recent N earlier interactions of the user.")
+    item_history: int = opt(10, "Item review window: the most recent N earlier reviews of the target item by other users.")
+    snippet_chars: int = opt(200, "Review snippets in histories are cut to at most this many characters.")
+    min_history: int = opt(0, "Drop target interactions whose user has fewer earlier interactions than this.")
+    min_user: int = opt(0, "k-core filter: keep users with at least this many interactions (0 = off).")
+    min_item: int = opt(0, "k-core filter: keep items with at least this many interactions (0 = off).")
+    split: str = opt("temporal", "Split: 'temporal' (one global time cut, ratios from --split-ratios) or 'leave-last' (per user: last -> test, second last -> valid).", choices=["temporal", "leave-last"])
+    split_ratios: str = opt("0.8,0.1,0.1", "Train,valid,test fractions of the temporal split (by interaction time).")
+    max_samples: str | None = opt(None, "Cap samples per split, e.g. 'train=5000,valid=500,test=1000' (deterministic under --seed).")
+    seed: int = opt(0, "Random seed (sampling caps, synthetic world).")
+
+    def __post_init__(self) -> None:
+        for name in ("history", "item_history", "snippet_chars", "min_history", "min_user", "min_item"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.parsed_split_ratios()
+        self.parsed_max_samples()
+
+    def parsed_split_ratios(self) -> tuple[float, float, float]:
+        try:
+            parts = tuple(float(x) for x in self.split_ratios.split(","))
+        except ValueError:
+            parts = ()
+        if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+            raise ConfigError(f"split_ratios must be three non-negative fractions summing to 1 like '0.8,0.1,0.1', got {self.split_ratios!r}")
+        return parts  # type: ignore[return-value]
+
+    def parsed_max_samples(self) -> dict[str, int]:
+        return parse_kv(self.max_samples, "max_samples", valid_keys=("train", "valid", "test"), value_type=int)
+
+
+@dataclass
+class PromptOptions:
+    """How a sample becomes a prompt (shared by everything that talks to a model)."""
+
+    template: str = opt("structured", "Answer template: 'structured' (four tagged steps, the paper's), 'think-answer' (one free <think> step then <rate>), 'rate-only' (no thinking).", choices=["structured", "think-answer", "rate-only"])
+    max_prompt_tokens: int = opt(1024, "Prompt token budget; the oldest user-history entries are trimmed first, never the target item.")
+    prompt_history: int = opt(10, "Show at most this many of the user's most recent history entries in the prompt.")
+    prompt_item_reviews: int = opt(5, "Show at most this many earlier reviews of the target item in the prompt.")
+    prompt_snippet_chars: int = opt(160, "Review snippets in the prompt are cut to this many characters.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+SOURCES = ("amazon2014", "amazon2018", "amazon2023", "yelp", "movielens", "table")
+
+
+@dataclass
+class PrepareConfig(SampleOptions):
+    """`reczero data prepare`: a raw dump -> the prepared-dataset layout of DESIGN.md."""
+
+    source: str = opt("", "Dump format: " + ", ".join(SOURCES) + ".", choices=list(SOURCES))
+    input: str = opt("", "Reviews/ratings file (plain or .gz); for movielens the dataset folder.")
+    meta: str | None = opt(None, "Item metadata file (Amazon meta, Yelp business.json, or the item table for 'table').")
+    out: str = opt("", "Output directory of the prepared dataset.")
+    columns: str | None = opt(None, "For 'table': column mapping 'user=COL,item=COL,rating=COL,time=COL[,review=COL,title=COL,summary=COL]'.")
+    item_columns: str | None = opt(None, "For 'table' with --meta: 'item=COL[,title=COL,attributes=COL,description=COL]'.")
+    scale: str | None = opt(None, "Rating scale 'lo,hi' (required for 'table'; overrides the source's default).")
+    overwrite: bool = opt(False, "Replace an existing prepared dataset in --out.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self, "source", "input", "out")
+        if self.source == "table" and not self.columns:
+            raise ConfigError("source 'table' needs --columns user=COL,item=COL,rating=COL,time=COL")
+
+
+@dataclass
+class SynthConfig(SampleOptions):
+    """`reczero data synth`: the RecWorld synthetic world, written as a prepared dataset."""
+
+    out: str = opt("", "Output directory of the prepared dataset.")
+    users: int = opt(2000, "Number of users.")
+    items: int = opt(600, "Number of items.")
+    interactions_per_user: float = opt(25.0, "Mean interactions per user (activity is long-tailed around it).")
+    noise: float = opt(0.6, "Standard deviation of the rating noise (on the latent, pre-rounding scale).")
+    half_stars: bool = opt(False, "Ratings in half stars (0.5 steps) instead of whole stars.")
+    raw_format: str | None = opt(None, "Also write the world as a raw dump in this real format.", choices=["amazon2018", "amazon2023", "yelp"])
+    raw_out: str | None = opt(None, "Path of the raw reviews file (meta is written beside it); needs --raw-format.")
+    raw_only: bool = opt(False, "Write only the raw dump (skip the prepared dataset); for loader benchmarks.")
+    overwrite: bool = opt(False, "Replace an existing prepared dataset in --out.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.raw_only:
+            require(self, "out")
+        if (self.raw_format is None) != (self.raw_out is None):
+            raise ConfigError("--raw-format and --raw-out go together")
+        if self.users < 2 or self.items < 2:
+            raise ConfigError("users and items must be >= 2")
+
+
+# ----------------------------------------------------------------------------------------------
+# Models and training
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaseConfig(PromptOptions):
+    """`reczero base`: the tiny base model (tokenizer + pretraining + format warm-up)."""
+
+    data: str = opt("", "Prepared dataset directory (its train split and items are the pretraining text).")
+    out: str = opt("", "Output directory of the base model.")
+    size: str = opt("tiny", "Model size: tiny (~0.3M params), small (~5M), base (~30M).", choices=["tiny", "small", "base"])
+    vocab_size: int = opt(4096, "Tokenizer vocabulary size (byte-level BPE trained on the dataset's text).")
+    pretrain_epochs: float = opt(1.0, "Passes over the pretraining documents (loss on every token).")
+    pretrain_lr: float = opt(3e-3, "Pretraining peak learning rate.")
+    warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers with uninformative analyses; rating kept out of the loss).")
+    warmup_lr: float = opt(1e-3, "Format warm-up learning rate.")
+    batch_size: int = opt(16, "Sequences per optimisation step.")
+    seq_len: int = opt(512, "Pretraining sequence length (documents are packed).")
+    seed: int = opt(0, "Random seed.")
+
+
+@dataclass
+class LoraOptions:
+    use_lora: bool = opt(False, "Train LoRA adapters (PEFT) instead of all weights.")
+    lora_r: int = opt(16, "LoRA rank.")
+    lora_alpha: int = opt(32, "LoRA alpha.")
+    lora_dropout: float = opt(0.05, "LoRA dropout.")
+    lora_target_modules: str = opt("all-linear", "LoRA target modules (comma-separated names or 'all-linear').")
+
+
+@dataclass
+class TrainCommon(PromptOptions, LoraOptions):
+    data: str = opt("", "Prepared dataset directory.")
+    model: str = opt("", "Model to start from: a Hugging Face id (e.g. Qwen/Qwen2.5-7B-Instruct-1M), a local path, or a run directory.")
+    out: str = opt("", "Run directory (model/, checkpoints/, log.jsonl, config.yaml).")
+    learning_rate: float = opt(2e-6, "Peak learning rate.")
+    num_train_epochs: float = opt(1.0, "Epochs over the training samples.")
+    max_steps: int = opt(-1, "Stop after this many optimiser steps (-1: from epochs).")
+    per_device_train_batch_size: int = opt(8, "Per-device batch size (for GRPO: completions, must divide by num_generations).")
+    gradient_accumulation_steps: int = opt(1, "Gradient accumulation steps.")
+    max_train_samples: int | None = opt(None, "Use at most this many training samples (deterministic under --seed).")
+    lr_scheduler_type: str = opt("constant_with_warmup", "Learning-rate schedule (transformers names).")
+    warmup_ratio: float = opt(0.0, "Fraction of steps for learning-rate warm-up.")
+    logging_steps: int = opt(1, "Log every N steps to log.jsonl.")
+    save_steps: int = opt(50, "Checkpoint every N steps (for --resume).")
+    save_total_limit: int = opt(2, "Keep at most this many checkpoints.")
+    eval_steps: int = opt(50, "Validation MAE every N steps (0: off).")
+    eval_samples: int = opt(64, "Validation samples used for the periodic MAE.")
+    bf16: bool = opt(False, "Train in bfloat16 (GPU).")
+    gradient_checkpointing: bool = opt(False, "Gradient checkpointing (saves GPU memory).")
+    use_cpu: bool = opt(False, "Force CPU even when a GPU is present.")
+    resume: bool = opt(False, "Continue from the last checkpoint in RUN/checkpoints after an interruption.")
+    dry_run: bool = opt(False, "Validate the recipe and print the resolved plan without loading weights or data.")
+    seed: int = opt(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        if not self.dry_run:
+            require(self, "data", "model", "out")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass
+class GRPORecipe(TrainCommon):
+    """`reczero train grpo`: RecZero, pure RL with rule-based rewards on TRL's GRPOTrainer."""
+
+    num_generations: int = opt(8, "Completions sampled per prompt (the GRPO group size).")
+    temperature: float = opt(1.0, "Sampling temperature of the rollouts.")
+    top_p: float = opt(1.0, "Nucleus sampling of the rollouts.")
+    max_completion_length: int = opt(256, "Maximum tokens per completion.")
+    beta: float = opt(0.0, "KL coefficient against the reference model (the paper: 0).")
+    loss_type: str = opt("grpo", "TRL loss aggregation: grpo, dapo, dr_grpo, bnpo.", choices=["grpo", "dapo", "dr_grpo", "bnpo"])
+    scale_rewards: str = opt("group", "Advantage normalisation: 'group' (z-score in the group, the paper), 'batch' or 'none'.", choices=["group", "batch", "none"])
+    format_bonus: float = opt(0.5, "Format reward when the answer follows the template.")
+    format_penalty: float = opt(-0.5, "Format reward when it does not (an unparsable answer also gets no answer reward).")
+    max_error: float | None = opt(None, "Answer reward 1 - |y - y_hat| / max_error; default: the rating scale's span.")
+    use_vllm: bool = opt(False, "Generate rollouts with vLLM (GPU only; install the 'gpu' extra).")
+    vllm_mode: str = opt("colocate", "vLLM mode: 'colocate' or 'server'.", choices=["colocate", "server"])
+    vllm_gpu_memory_utilization: float = opt(0.3, "GPU memory share for vLLM in colocate mode.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise ConfigError("num_generations must be >= 2 (GRPO compares samples within a group)")
+        total = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if total % self.num_generations:
+            raise ConfigError(
+                f"per_device_train_batch_size * gradient_accumulation_steps = {total} must be divisible by "
+                f"num_generations = {self.num_generations} (the batch counts completions)"
+            )
+
+
+@dataclass
+class SFTRecipe(TrainCommon):
+    """`reczero train sft`: supervised fine-tuning on teacher reasoning (assistant-only loss)."""
+
+    teacher_data: str = opt("", "Teacher JSONL from `reczero teacher` (accepted records are used).")
+    max_length: int = opt(1536, "Maximum tokens per training sequence (prompt + completion).")
+    assistant_only_loss: bool = opt(True, "Loss on the assistant's answer only (prompt tokens carry no loss).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.dry_run:
+            require(self, "teacher_data")
+
+
+# ----------------------------------------------------------------------------------------------
+# Teacher, baselines, evaluation, report, demo
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TeacherConfig(PromptOptions):
+    """`reczero teacher`: cold-start reasoning samples from an LLM endpoint or the heuristic teacher."""
+
+    data: str = opt("", "Prepared dataset directory.")
+    split: str = opt("train", "Split to draw samples from.", choices=["train", "valid", "test"])
+    n: int = opt(1000, "Number of samples to request (each gets exactly one record in --out).")
+    out: str = opt("", "Output JSONL (append-only; a rerun resumes).")
+    base_url: str | None = opt(None, "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (vLLM), https://api.deepseek.com.")
+    model: str | None = opt(None, "Teacher model name at the endpoint.")
+    api_key_env: str = opt("OPENAI_API_KEY", "Environment variable holding the API key.")
+    heuristic: bool = opt(False, "Use the embedded heuristic teacher instead of an endpoint.")
+    concurrency: int = opt(8, "Requests in flight at once.")
+    tolerance: float = opt(0.5, "A prediction off by more than this is rationalised (asked again with the true rating).")
+    max_tries: int = opt(3, "Attempts per sample (first answer + rationalisations/format retries).")
+    request_timeout: float = opt(120.0, "Seconds before one request times out.")
+    max_retries: int = opt(6, "Retries of one request on timeouts, 429 and 5xx (backoff with jitter).")
+    temperature: float = opt(0.6, "Teacher sampling temperature.")
+    max_tokens: int = opt(2048, "Maximum tokens of one teacher answer.")
+    seed: int = opt(0, "Random seed (sample choice, heuristic noise).")
+
+    def __post_init__(self) -> None:
+        require(self, "data", "out")
+        if self.heuristic == bool(self.base_url):
+            raise ConfigError("give exactly one of --heuristic or --base-url URL --model NAME")
+        if self.base_url and not self.model:
+            raise ConfigError("--base-url needs --model NAME")
+
+
+BASELINES = ("global", "median", "user", "item", "avg-blend", "bias", "mf", "svdpp")
+
+
+@dataclass
+class BaselineConfig:
+    """`reczero baseline`: a classic predictor, written like a model run."""
+
+    method: str = opt("", "Baseline: " + ", ".join(BASELINES) + ".", choices=list(BASELINES))
+    data: str = opt("", "Prepared dataset directory.")
+    out: str = opt("", "Run directory (eval/<split>/predictions.parquet and metrics.json).")
+    splits: str = opt("valid,test", "Splits to predict and score.")
+    factors: int = opt(32, "Latent factors (mf, svdpp).")
+    epochs: int = opt(60, "Maximum epochs (mf, svdpp, bias); early stopping on the validation split.")
+    lr: float = opt(0.01, "Learning rate (mf, svdpp, bias).")
+    reg: float = opt(0.05, "L2 regularisation (mf, svdpp, bias).")
+    patience: int = opt(5, "Early stopping patience in epochs.")
+    seed: int = opt(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        require(self, "method", "data", "out")
+
+
+@dataclass
+class EvalConfig(PromptOptions):
+    """`reczero eval`: batched generation, honest parsing and metrics."""
+
+    model: str = opt("", "Run directory, local model path or Hugging Face id.")
+    data: str = opt("", "Prepared dataset directory.")
+    split: str = opt("test", "Split to evaluate.", choices=["train", "valid", "test"])
+    out: str | None = opt(None, "Output directory (default: RUN/eval/<split> for a run directory).")
+    batch_size: int = opt(32, "Prompts per generation batch (sorted by length, left padding).")
+    max_new_tokens: int = opt(256, "Maximum generated tokens per completion.")
+    limit: int | None = opt(None, "Evaluate only the first N samples of the split.")
+    backend: str = opt("transformers", "Generation backend ('vllm' needs a GPU and the 'gpu' extra).", choices=["transformers", "vllm"])
+    method: str | None = opt(None, "Name of the method in metrics.json and reports (default: the run's name).")
+    seed: int = opt(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        require(self, "model", "data")
+
+
+@dataclass
+class DemoConfig:
+    """`reczero demo`: the whole pipeline on the embedded default."""
+
+    out: str = opt("demo", "Output directory of the demo (every stage writes below it).")
+    quick: bool = opt(False, "Small sizes: minutes on a laptop CPU.")
+    force: bool = opt(False, "Redo stages that already finished.")
+    seed: int = opt(0, "Random seed.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Machinery
+# ----------------------------------------------------------------------------------------------
+
+
+def require(cfg: Any, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) in ("", None):
+            raise ConfigError(f"--{name.replace('_', '-')} is required")
+
+
+def parse_kv(text: str | None, what: str, valid_keys: tuple[str, ...] | None = None, value_type: type = str) -> dict[str, Any]:
+    """Parse 'a=1,b=2' into a dict, naming ``what`` in errors."""
+    if not text:
+        return {}
+    out: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"{what}: expected 'key=value' pairs separated by commas, got {part!r}")
+        if valid_keys is not None and key not in valid_keys:
+            raise ConfigError(f"{what}: unknown key {key!r}{_nearest(key, valid_keys)}; expected one of {', '.join(valid_keys)}")
+        try:
+            out[key] = value_type(value)
+        except ValueError as err:
+            raise ConfigError(f"{what}: {key}={value!r} is not a valid {value_type.__name__}") from err
+    return out
+
+
+def fields_of(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _nearest(key: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(underlying type, optional?) of a resolved annotation like ``int | None``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    tp, optional = _base_type(hints[name])
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{cls.__name__}.{name}: null is not allowed (expected {tp.__name__})")
+    if isinstance(value, str) and tp is not str:
+        value = yaml.safe_load(value) if value.strip() else value
+        if value is None and optional:
+            return None
+    try:
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+        elif tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            value = int(value)
+        elif tp is float:
+            if isinstance(value, bool):
+                raise TypeError
+            value = float(value)
+        elif tp is str:
+            value = str(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a valid {tp.__name__}") from err
+    choices = fields_of(cls)[name].metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}{_nearest(str(value), choices)}")
+    return value
+
+
+def check_keys(cls: type, keys: typing.Iterable[str], where: str) -> None:
+    valid = fields_of(cls)
+    for key in keys:
+        if key not in valid:
+            raise ConfigError(f"{where}: unknown key {key!r}{_nearest(key, valid)} for {cls.__name__}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+    return data
+
+
+def resolve(cls: type[T], yaml_path: str | Path | None = None, cli: dict[str, Any] | None = None,
+            sets: typing.Sequence[str] = ()) -> T:
+    """Build ``cls`` with precedence defaults < YAML < CLI flags < ``--set key=value``.
+
+    ``cli`` holds only the flags the user typed (argparse.SUPPRESS defaults); ``sets`` are
+    ``key=value`` strings. Every key is checked against ``cls``'s fields.
+    """
+    values: dict[str, Any] = {}
+    if yaml_path:
+        data = load_yaml(yaml_path)
+        data = {k.replace("-", "_"): v for k, v in data.items()}
+        check_keys(cls, data, str(yaml_path))
+        values.update({k: _coerce(cls, k, v) for k, v in data.items()})
+    for key, value in (cli or {}).items():
+        check_keys(cls, [key], "command line")
+        values[key] = _coerce(cls, key, value)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        check_keys(cls, [key], "--set")
+        values[key] = _coerce(cls, key, value)
+    return cls(**values)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the fully resolved config into an output directory (every command does this)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    header = f"# {type(cfg).__name__}: fully resolved (defaults < YAML recipe < CLI flags)\n"
+    path.write_text(header + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: typing.Iterable[str] = ()) -> None:
+    """Add one ``--flag`` per dataclass field, with the field's help; defaults are SUPPRESSed so
+    that only typed flags override a recipe. Defaults are shown in the help text."""
+    hints = typing.get_type_hints(cls)
+    skip = set(skip)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp, _ = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if default not in ("", None):
+            help_text += f" (default: {default})"
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        kw["metavar"] = {int: "N", float: "X"}.get(tp, f.name.upper() if "choices" not in kw else None)
+        if kw["metavar"] is None:
+            del kw["metavar"]
+        parser.add_argument(flag, type=str, **kw)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", default=None,
+                        help="YAML recipe; its keys are this command's flag names (CLI flags override it).")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                        help="Override any field, e.g. --set temperature=0.9 (repeatable; wins over the recipe).")
+
+
+def from_args(cls: type[T], args: argparse.Namespace, exclude: typing.Iterable[str] = ()) -> T:
+    """Resolve ``cls`` from a parsed namespace built with :func:`add_arguments`."""
+    names = fields_of(cls)
+    exclude = set(exclude)
+    cli = {k: v for k, v in vars(args).items() if k in names and k not in exclude}
+    return resolve(cls, getattr(args, "config", None), cli, getattr(args, "sets", ()))

@@ -1,0 +1,1 @@
+"""Data: the prepared-dataset contract (schema), raw-dump sources, preparation, RecWorld, downloads."""
