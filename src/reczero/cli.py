@@ -84,7 +84,6 @@ def _own_arguments(cmd: Command, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--grpo-set", action="append", default=[], metavar="KEY=VALUE", help="Override a GRPO field (repeatable).")
         parser.add_argument("--template", default=None, choices=["structured", "think-answer", "rate-only"],
                             help="Answer template for both stages.")
-        parser.add_argument("--force", action="store_true", help="Redo stages that already finished.")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -196,6 +196,7 @@ class TrainCommon(PromptOptions, LoraOptions):
     save_total_limit: int = opt(2, "Keep at most this many checkpoints.")
     eval_steps: int = opt(50, "Validation MAE every N steps (0: off).")
     eval_samples: int = opt(64, "Validation samples used for the periodic MAE.")
+    max_completion_length: int = opt(256, "Maximum tokens per completion (GRPO rollouts; validation generation).")
     bf16: bool = opt(False, "Train in bfloat16 (GPU).")
     gradient_checkpointing: bool = opt(False, "Gradient checkpointing (saves GPU memory).")
     use_cpu: bool = opt(False, "Force CPU even when a GPU is present.")
@@ -217,13 +218,15 @@ class GRPORecipe(TrainCommon):
     num_generations: int = opt(8, "Completions sampled per prompt (the GRPO group size).")
     temperature: float = opt(1.0, "Sampling temperature of the rollouts.")
     top_p: float = opt(1.0, "Nucleus sampling of the rollouts.")
-    max_completion_length: int = opt(256, "Maximum tokens per completion.")
     beta: float = opt(0.0, "KL coefficient against the reference model (the paper: 0).")
     loss_type: str = opt("grpo", "TRL loss aggregation: grpo, dapo, dr_grpo, bnpo.", choices=["grpo", "dapo", "dr_grpo", "bnpo"])
     scale_rewards: str = opt("group", "Advantage normalisation: 'group' (z-score in the group, the paper), 'batch' or 'none'.", choices=["group", "batch", "none"])
     format_bonus: float = opt(0.5, "Format reward when the answer follows the template.")
     format_penalty: float = opt(-0.5, "Format reward when it does not (an unparsable answer also gets no answer reward).")
     max_error: float | None = opt(None, "Answer reward 1 - |y - y_hat| / max_error; default: the rating scale's span.")
+    entropy_coef: float = opt(0.0, "Entropy bonus coefficient (TRL); a lever against collapse to one constant answer.")
+    mask_truncated_completions: bool = opt(False, "Exclude truncated completions from the loss (DAPO).")
+    world_size: int | None = opt(None, "Processes the recipe is planned for (accelerate num_processes); --dry-run uses it, default $WORLD_SIZE or 1.")
     use_vllm: bool = opt(False, "Generate rollouts with vLLM (GPU only; install the 'gpu' extra).")
     vllm_mode: str = opt("colocate", "vLLM mode: 'colocate' or 'server'.", choices=["colocate", "server"])
     vllm_gpu_memory_utilization: float = opt(0.3, "GPU memory share for vLLM in colocate mode.")
@@ -276,6 +279,7 @@ class TeacherConfig(PromptOptions):
     max_tries: int = opt(3, "Attempts per sample (first answer + rationalisations/format retries).")
     request_timeout: float = opt(120.0, "Seconds before one request times out.")
     max_retries: int = opt(6, "Retries of one request on timeouts, 429 and 5xx (backoff with jitter).")
+    retry_delay: float = opt(1.0, "Base delay of the retry backoff in seconds (doubled per retry, jittered, capped at 60 s; 429 waits at least Retry-After).")
     temperature: float = opt(0.6, "Teacher sampling temperature.")
     max_tokens: int = opt(2048, "Maximum tokens of one teacher answer.")
     seed: int = opt(0, "Random seed (sample choice, heuristic noise).")
@@ -286,6 +290,11 @@ class TeacherConfig(PromptOptions):
             raise ConfigError("give exactly one of --heuristic or --base-url URL --model NAME")
         if self.base_url and not self.model:
             raise ConfigError("--base-url needs --model NAME")
+        for name in ("n", "concurrency", "max_tries"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_retries < 0 or self.retry_delay < 0 or self.tolerance < 0 or self.request_timeout <= 0:
+            raise ConfigError("max_retries, retry_delay and tolerance must be >= 0 and request_timeout > 0")
 
 
 BASELINES = ("global", "median", "user", "item", "avg-blend", "bias", "mf", "svdpp")
@@ -327,6 +336,9 @@ class EvalConfig(PromptOptions):
 
     def __post_init__(self) -> None:
         require(self, "model", "data")
+        for name in ("batch_size", "max_new_tokens", "limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass

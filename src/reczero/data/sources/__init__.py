@@ -10,15 +10,29 @@ A source module exposes::
 Batches follow ``schema.INTERACTIONS_SCHEMA`` / ``schema.ITEMS_SCHEMA`` (times already in Unix
 seconds). Readers stream: they never hold a whole dump as Python objects, only one batch.
 Every record read is counted exactly once: either it ends up in a yielded batch or it is passed to
-``rejects.reject(...)`` with a reason. ``open_lines`` handles plain and gzip files, undecodable
-bytes, and truncated gzip streams (every complete line is yielded, the file is flagged).
+``rejects.reject(...)`` with a reason.
+
+File access goes through this module. Gzip is detected by its magic bytes, not the file name, and
+decompressed here with ``zlib`` in 1 MiB blocks rather than through ``gzip.GzipFile``: ``GzipFile``
+raises ``EOFError`` on a truncated stream from inside its buffered reader and the bytes already
+decompressed for the incomplete block are lost with it, so neither "every complete line" nor "reject
+the incomplete tail" can be honoured on top of it. Our own loop yields everything zlib could
+decompress, then reports the truncation; the block splitter only ever hands out whole lines, so a
+truncated (or corrupt) gzip yields every complete line, the incomplete tail is counted and rejected as
+``truncated``, and the file is listed in ``rejects.truncated``. Multi-member gzip (bgzip, ``cat a.gz
+b.gz``) and zero padding after a member are accepted, as the ``gzip`` module does.
+
+* :func:`iter_line_bytes` — ``(line_number, bytes)``: the fast path of the JSON-lines readers (orjson
+  parses bytes directly; decoding happens only when a line is not valid UTF-8).
+* :func:`open_lines` — ``(line_number, str)`` with undecodable bytes replaced (U+FFFD).
+* :func:`text_reader` — a text stream for ``csv`` readers, with the same truncation handling.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
+import logging
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +42,13 @@ from typing import IO, Any
 
 from reczero.errors import DataError
 
+log = logging.getLogger(__name__)
+
 BATCH_ROWS = 65_536
+READ_BYTES = 1 << 20            # compressed/plain bytes read per step
+MAX_INFLATE = 8 << 20           # decompressed bytes per zlib call: bounds memory on a gzip bomb
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -57,15 +77,17 @@ class RejectLog:
                record: Any = None) -> None:
         """List one record as rejected. ``reason`` is a short stable key (it is counted by);
         ``detail`` says what exactly was wrong; ``record`` is the offending raw text or fields."""
-        self.rejected[stream][reason] += 1
+        self.rejected.setdefault(stream, Counter())[reason] += 1
         if self._fh is not None:
             entry = {"stream": stream, "file": str(file), "line": line, "reason": reason}
             if detail:
                 entry["detail"] = detail
             if record is not None:
-                entry["record"] = record if isinstance(record, str | int | float) else json.dumps(record, default=str)[:2000]
-                if isinstance(entry["record"], str):
-                    entry["record"] = entry["record"][:2000]
+                if isinstance(record, bytes):
+                    record = record[:4000].decode("utf-8", errors="replace")
+                if not isinstance(record, str | int | float):
+                    record = json.dumps(record, default=str)
+                entry["record"] = record[:2000] if isinstance(record, str) else record
             self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
@@ -74,49 +96,160 @@ class RejectLog:
             self._fh = None
 
 
-def open_binary(path: Path) -> IO[bytes]:
-    """Open plain or gzip (by magic bytes, not by name)."""
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
+
+
+def is_gzip(path: Path) -> bool:
+    _check_file(path)
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return fh.read(2) == GZIP_MAGIC
+
+
+class _Truncated(Exception):
+    """The gzip stream ended early or is corrupt; everything decodable before it was yielded."""
+
+
+def _inflate(fh: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed blocks of a (multi-member) gzip stream; raises ``_Truncated`` at a damaged end."""
+    member = None
+    while buf := fh.read(READ_BYTES):
+        while buf:
+            if member is None or member.eof:
+                if member is not None:
+                    buf = buf.lstrip(b"\x00")     # zero padding after a member, as gzip allows
+                    if not buf:
+                        break
+                member = zlib.decompressobj(wbits=31)   # gzip header and trailer; CRC and size checked
+            try:
+                out = member.decompress(buf, MAX_INFLATE)
+                while len(out) == MAX_INFLATE:
+                    yield out
+                    out = member.decompress(member.unconsumed_tail, MAX_INFLATE)
+            except zlib.error as err:
+                raise _Truncated(f"corrupt gzip data ({err})") from None
+            if out:
+                yield out
+            buf = member.unused_data if member.eof else member.unconsumed_tail
+    if member is None or not member.eof:
+        raise _Truncated("unexpected end of the gzip stream")
+
+
+def _raw_blocks(path: Path) -> Iterator[bytes]:
+    _check_file(path)
+    with open(path, "rb") as fh:
+        if fh.read(2) == GZIP_MAGIC:
+            fh.seek(0)
+            yield from _inflate(fh)
+        else:
+            fh.seek(0)
+            while buf := fh.read(READ_BYTES):
+                yield buf
+
+
+def line_blocks(path: Path, rejects: RejectLog | None, stream: str) -> Iterator[bytes]:
+    """Blocks of whole lines (each ends with ``\\n`` except perhaps the file's last).
+
+    On a truncated or corrupt gzip the complete lines are still yielded; the incomplete tail is
+    counted and rejected as ``truncated`` and the file is appended to ``rejects.truncated``. Without
+    a ``rejects`` log a truncated file raises :class:`DataError` instead.
+    """
+    tail = b""
+    lines = 0
+    first = True
+    try:
+        for block in _raw_blocks(path):
+            if first:
+                block = block.removeprefix(UTF8_BOM)
+                first = False
+            if tail:
+                block = tail + block
+            cut = block.rfind(b"\n") + 1
+            tail = block[cut:]
+            if cut:
+                lines += block.count(b"\n", 0, cut)
+                yield block[:cut] if tail else block
+    except _Truncated as err:
+        if rejects is None:
+            raise DataError(f"{path}: {err} after {lines:,} complete lines; the file is truncated or damaged") from None
+        log.warning("%s: %s; kept the %s complete lines before it", path, err, f"{lines:,}")
+        rejects.truncated.append(str(path))
+        if tail.strip():
+            rejects.count(stream)
+            rejects.reject(stream, path, lines + 1, "truncated", f"incomplete last line ({err})", tail)
+        return
+    if tail:
+        yield tail
+
+
+def iter_line_bytes(path: Path, rejects: RejectLog, stream: str) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_bytes)`` for each non-blank line (1-based, ``\\n`` removed)."""
+    lineno = 0
+    for block in line_blocks(path, rejects, stream):
+        for line in block.split(b"\n"):
+            lineno += 1
+            if line and not line.isspace():
+                yield lineno, line
+        if block.endswith(b"\n"):
+            lineno -= 1              # split() left an empty piece after the final newline
 
 
 def open_lines(path: Path, rejects: RejectLog, stream: str, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for each non-empty line (1-based numbers).
+    """Yield ``(line_number, text)`` for each non-empty line (1-based numbers), stripped.
 
     Undecodable bytes are replaced (U+FFFD) rather than dropping the record. A truncated gzip
     stream ends the iteration after the last complete line and is recorded in
-    ``rejects.truncated``; an incomplete last line is rejected as ``truncated``.
+    ``rejects.truncated``; the incomplete last line is counted and rejected as ``truncated``.
     """
-    raw = open_binary(path)
-    lineno = 0
-    pending: bytes | None = None
+    for lineno, line in iter_line_bytes(path, rejects, stream):
+        yield lineno, line.decode(encoding, errors="replace").strip()
+
+
+class _BlockStream(io.RawIOBase):
+    """A readable binary stream over an iterator of byte blocks."""
+
+    def __init__(self, blocks: Iterator[bytes]):
+        self._blocks = blocks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:
+        while not self._buf:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            self._buf = memoryview(block)
+        n = min(len(target), len(self._buf))
+        target[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+def text_reader(path: Path, encoding: str = "utf-8", rejects: RejectLog | None = None,
+                stream: str = "interactions") -> io.TextIOBase:
+    """A text stream over a plain or gzip file (for csv readers), undecodable bytes replaced.
+
+    With ``rejects``, a truncated gzip ends the stream after its last complete line and the
+    incomplete tail is counted and rejected (``stream`` names its count); without, it raises
+    :class:`DataError` when reached.
+    """
+    raw = _BlockStream(line_blocks(Path(path), rejects, stream))
+    return io.TextIOWrapper(io.BufferedReader(raw, READ_BYTES), encoding=encoding, errors="replace", newline="")
+
+
+def _blocks_or_error(path: Path) -> Iterator[bytes]:
     try:
-        try:
-            for pending in raw:
-                lineno += 1
-                if not pending.endswith(b"\n"):
-                    # last line without newline: keep it, it may still be complete
-                    pass
-                text = pending.decode(encoding, errors="replace").strip()
-                pending = None
-                if text:
-                    yield lineno, text
-        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as err:
-            rejects.truncated.append(str(path))
-            if pending:
-                rejects.count(stream)
-                rejects.reject(stream, path, lineno, "truncated", f"incomplete last record: {err}")
-    finally:
-        raw.close()
+        yield from _raw_blocks(path)
+    except _Truncated as err:
+        raise DataError(f"{path}: {err}; the file is truncated or damaged") from None
 
 
-def text_reader(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
-    """A text stream over a plain or gzip file (for csv readers), undecodable bytes replaced."""
-    return io.TextIOWrapper(open_binary(path), encoding=encoding, errors="replace", newline="")
+def open_binary(path: Path) -> IO[bytes]:
+    """A binary stream of the file's content, gunzipped when it is gzip; damage raises :class:`DataError`."""
+    _check_file(Path(path))
+    return io.BufferedReader(_BlockStream(_blocks_or_error(Path(path))), READ_BYTES)

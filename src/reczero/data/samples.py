@@ -1,0 +1,251 @@
+"""Interactions + items -> the prepared-dataset layout of DESIGN.md (``write_prepared``).
+
+This is the one place that builds prepared datasets: ``data prepare`` (real dumps) and
+``data synth`` (RecWorld) both call :func:`write_prepared`. What it chose, and why:
+
+* **One columnar engine, out of core.** Everything after reading runs in DuckDB with a
+  ``memory_limit`` and a ``temp_directory`` in the output folder, so a dump of tens of millions of
+  reviews spills to disk instead of growing the process. Inputs may be in-memory Arrow tables or
+  Parquet files (what ``prepare`` spills to); both are scanned, never turned into Python objects.
+* **Every interaction is kept or rejected with one reason**, checked in this order:
+  ``missing_field`` (null/empty user, item, rating or time), ``bad_rating`` (outside the scale),
+  ``unknown_item`` (an item table was given and lacks the item), then ``duplicate`` (same
+  (user, item) among the valid ones; the earliest by (timestamp, input order) is kept), then
+  ``filtered`` (k-core ``min_user``/``min_item``, iterated to a fixed point). Item records are
+  checked the same way (``missing_field``, ``duplicate`` item id: the first is kept).
+* **No leakage.** A target at time T sees only interactions with timestamp < T: counts and
+  averages use a ``RANGE ... 1 PRECEDING`` frame over integer seconds, so same-second ties are
+  excluded. For histories, a partition sorted by (timestamp, input order) has exactly ``c`` rows
+  earlier than T and they come first, so the window is rows ``[c - N, c)``: a ``ROWS`` frame with
+  per-row offsets. Cost is linear in rows x window, never a list of all earlier rows per target.
+* **Every interaction is a potential target**; its history may hold earlier interactions of any
+  split (what a deployed system would have seen), never the target itself.
+* **Splits.** ``temporal``: interactions ranked by (timestamp, input order) and cut at the
+  ``split_ratios`` fractions, so the fractions are exact and train <= valid <= test in time.
+  ``leave-last``: per user, last -> test, second last -> valid, the rest -> train.
+  ``min_history`` and ``max_samples`` choose targets only (the interactions stay in
+  ``interactions.parquet`` and in histories); caps are drawn with ``numpy`` under ``seed``.
+* History review snippets are the review text (else the summary) cut to ``snippet_chars``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from reczero import __version__
+from reczero.config import SampleOptions, save_config, to_dict
+from reczero.data import schema as S
+from reczero.data.sources import BATCH_ROWS, RejectLog
+from reczero.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DUCKDB_MEMORY_LIMIT = "1536MB"   # leaves room under the 3 GiB budget for Python, Arrow and the reader
+
+REJECT_DETAIL = {
+    "missing_field": "user, item, rating or timestamp is missing",
+    "bad_rating": "rating outside the rating scale",
+    "unknown_item": "item id not in the item metadata",
+    "duplicate": "(user, item) already rated earlier; the earliest is kept",
+    "filtered": "removed by the k-core filter",
+}
+
+
+def write_prepared(out_dir: str | Path, interactions: pa.Table | str | Path, items: pa.Table | str | Path | None,
+                   opts: SampleOptions, *, scale: S.RatingScale, source: str, rejects: RejectLog | None,
+                   inputs: list[dict], extra: dict | None = None) -> dict:
+    """Write items, interactions, train/valid/test samples, rejects and the manifest into ``out_dir``.
+
+    ``interactions`` / ``items``: Arrow tables or Parquet paths of ``INTERACTIONS_SCHEMA`` /
+    ``ITEMS_SCHEMA`` (``items`` may be None or empty: items are then synthesised from the
+    interactions with empty text). ``rejects`` already holds what the reader rejected (None: a new
+    log is opened on ``out_dir/rejects.jsonl``); it is closed on return. ``inputs`` describe the raw
+    files (path, bytes, sha256, truncated). ``extra`` is merged into the manifest. Returns the manifest.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if rejects is None:
+        rejects = RejectLog(out / S.REJECTS)
+    tmp = out / ".duckdb-tmp"
+    con = _connect(tmp)
+    file = inputs[0]["path"] if inputs else source
+    try:
+        n_rows = _register(con, "raw", interactions, S.INTERACTIONS_SCHEMA)
+        n_item_rows = _register(con, "raw_items", items, S.ITEMS_SCHEMA) if items is not None else 0
+        read = n_rows + sum(rejects.rejected["interactions"].values())
+        items_read = n_item_rows + sum(rejects.rejected["items"].values())
+        for stream, n in (("interactions", read), ("items", items_read)):
+            if rejects.read[stream] and rejects.read[stream] != n:
+                log.warning("%s: the reader counted %d records read but %d are accounted for (kept + rejected)",
+                            stream, rejects.read[stream], n)
+        has_meta = _prepare_items(con, n_item_rows, rejects, file)
+        _flag_interactions(con, scale, has_meta, opts)
+        _list_rejects(con, "st", "interactions", rejects, file)
+        if not has_meta:
+            con.execute("CREATE TABLE cat AS SELECT DISTINCT item_id, '' AS title, []::VARCHAR[] AS attributes, "
+                        "'' AS description FROM st WHERE reason IS NULL")
+        _fetch_to_parquet(con, "SELECT item_id, title, attributes, description FROM cat ORDER BY item_id",
+                          out / S.ITEMS, S.ITEMS_SCHEMA)
+        _fetch_to_parquet(con, "SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r "
+                          "JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid",
+                          out / S.INTERACTIONS, S.INTERACTIONS_SCHEMA)
+        kept = con.execute("SELECT count(*) FROM st WHERE reason IS NULL").fetchone()[0]
+        if kept == 0:
+            raise DataError(f"{file}: no interaction left after checks and filters (read {read}, "
+                            f"rejected {dict(rejects.rejected['interactions'])}); see {out / S.REJECTS}")
+        from reczero.data.windows import choose_targets, write_splits
+        dropped = choose_targets(con, opts, kept)
+        splits = write_splits(con, opts, out)
+        n_users, = con.execute("SELECT count(DISTINCT user_id) FROM st WHERE reason IS NULL").fetchone()
+        n_items, = con.execute("SELECT count(*) FROM cat").fetchone()
+    finally:
+        con.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        rejects.close()
+    manifest: dict[str, Any] = {
+        "source": source,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "reczero_version": __version__,
+        "inputs": inputs,
+        "options": to_dict(opts),
+        "rating_scale": scale.to_dict(),
+        "counts": {"read": read, "kept": kept, "rejected": dict(rejects.rejected["interactions"])},
+        "items_counts": {"read": items_read, "kept": n_items if has_meta else 0,
+                         "rejected": dict(rejects.rejected["items"])},
+        "items_synthesised": 0 if has_meta else n_items,
+        "truncated": list(rejects.truncated),
+        "splits": splits,
+        "targets_dropped": dropped,
+        "n_users": n_users,
+        "n_items": n_items,
+        "n_interactions": kept,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    manifest.update(extra or {})
+    save_config(opts, out)
+    S.write_manifest(out, manifest)
+    log.info("%s: %d read, %d kept, rejected %s; splits %s (%.1f s)", out, read, kept,
+             dict(rejects.rejected["interactions"]) or "none", splits, manifest["seconds"])
+    return manifest
+
+
+def _connect(tmp: Path):
+    import duckdb
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{tmp.as_posix()}'")
+    con.execute("SET preserve_insertion_order = false")   # every output below has an explicit ORDER BY
+    return con
+
+
+def _register(con, name: str, data: pa.Table | str | Path, schema: pa.Schema) -> int:
+    """Expose ``data`` as view ``name`` with the schema's columns plus ``_rid`` (input order)."""
+    if isinstance(data, str | Path):
+        path = Path(data)
+        if not path.is_file():
+            raise DataError(f"{path}: Parquet file not found")
+        import pyarrow.parquet as pq
+
+        have = pq.read_schema(path)
+        _check_columns(have, schema, str(path))
+        cols = ", ".join(f'CAST("{f.name}" AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
+        con.execute(f"CREATE VIEW {name} AS SELECT {cols}, file_row_number AS _rid "
+                    f"FROM read_parquet('{path.as_posix()}', file_row_number = true)")
+    else:
+        _check_columns(data.schema, schema, f"{name} table")
+        table = data.select(schema.names).cast(schema)
+        table = table.append_column("_rid", pa.array(range(table.num_rows), pa.int64()))
+        con.register(f"{name}_arrow", table)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
+    return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+
+
+def _check_columns(have: pa.Schema, want: pa.Schema, where: str) -> None:
+    missing = [n for n in want.names if n not in have.names]
+    if missing:
+        raise DataError(f"{where}: missing columns {missing}; expected {want.names}")
+
+
+def _duck_type(tp: pa.DataType) -> str:
+    return {pa.string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT",
+            pa.list_(pa.string()): "VARCHAR[]"}[tp]
+
+
+def _prepare_items(con, n_item_rows: int, rejects: RejectLog, file: str) -> bool:
+    """Table ``cat`` of kept items (first record per id); returns whether any item metadata was kept."""
+    if n_item_rows == 0:
+        return False
+    con.execute("""
+        CREATE TABLE it AS SELECT *,
+          CASE WHEN item_id IS NULL OR item_id = '' THEN 'missing_field'
+               WHEN row_number() OVER (PARTITION BY item_id ORDER BY _rid) > 1 THEN 'duplicate' END AS reason
+        FROM raw_items""")
+    _list_rejects(con, "it", "items", rejects, file)
+    con.execute("CREATE TABLE cat AS SELECT item_id, title, coalesce(attributes, []::VARCHAR[]) AS attributes, "
+                "description FROM it WHERE reason IS NULL")
+    return con.execute("SELECT count(*) FROM cat").fetchone()[0] > 0
+
+
+def _flag_interactions(con, scale: S.RatingScale, has_meta: bool, opts: SampleOptions) -> None:
+    """Table ``st`` (_rid, user_id, item_id, rating, timestamp, reason): reason NULL means kept."""
+    unknown = "WHEN c.item_id IS NULL THEN 'unknown_item'" if has_meta else ""
+    join = "LEFT JOIN (SELECT item_id FROM cat) c ON r.item_id = c.item_id" if has_meta else ""
+    con.execute(f"""
+        CREATE TABLE st AS
+        WITH f AS (
+          SELECT r._rid, r.user_id, r.item_id, r.rating, r.timestamp,
+            CASE WHEN r.user_id IS NULL OR r.user_id = '' OR r.item_id IS NULL OR r.item_id = ''
+                      OR r.rating IS NULL OR r.timestamp IS NULL THEN 'missing_field'
+                 WHEN isnan(r.rating) OR r.rating < {scale.lo} OR r.rating > {scale.hi} THEN 'bad_rating'
+                 {unknown} END AS reason
+          FROM raw r {join})
+        SELECT _rid, user_id, item_id, rating, timestamp,
+          CASE WHEN reason IS NULL AND row_number() OVER (PARTITION BY user_id, item_id, reason IS NULL
+                                                          ORDER BY timestamp, _rid) > 1
+               THEN 'duplicate' ELSE reason END AS reason
+        FROM f""")
+    rounds = 0
+    while opts.min_user > 1 or opts.min_item > 1:
+        n, = con.execute(f"""
+            UPDATE st SET reason = 'filtered' WHERE reason IS NULL AND (
+              user_id IN (SELECT user_id FROM st WHERE reason IS NULL GROUP BY user_id HAVING count(*) < {opts.min_user})
+              OR item_id IN (SELECT item_id FROM st WHERE reason IS NULL GROUP BY item_id HAVING count(*) < {opts.min_item}))
+            """).fetchone()
+        rounds += 1
+        if n == 0:
+            break
+        log.info("k-core round %d: %d interactions filtered", rounds, n)
+
+
+def _list_rejects(con, table: str, stream: str, rejects: RejectLog, file: str) -> None:
+    """Count and list every rejected row of ``table`` (reason not NULL) in the reject log."""
+    cols = "user_id, item_id, rating, timestamp" if stream == "interactions" else "item_id, title"
+    reader = con.execute(f"SELECT reason, _rid, {cols} FROM {table} WHERE reason IS NOT NULL ORDER BY _rid"
+                         ).fetch_record_batch(BATCH_ROWS)
+    for batch in reader:
+        for row in batch.to_pylist():
+            reason, rid = row.pop("reason"), row.pop("_rid")
+            rejects.reject(stream, file, None, reason, f"{REJECT_DETAIL[reason]} (record #{rid + 1} parsed)", row)
+
+
+def _fetch_to_parquet(con, sql: str, path: Path, schema: pa.Schema) -> int:
+    """Stream a query's result into a Parquet file with exactly ``schema``; returns the row count."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    reader = con.execute(sql).fetch_record_batch(BATCH_ROWS)
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+            n += batch.num_rows
+    return n

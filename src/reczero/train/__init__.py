@@ -1,0 +1,1 @@
+"""Trainers: RecZero GRPO, SFT on teacher reasoning, RecOne (SFT then GRPO)."""

@@ -1,0 +1,159 @@
+"""Supervised fine-tuning on teacher reasoning (RecOne's cold start; alone, the distillation baseline).
+
+Choices:
+
+* TRL's ``SFTTrainer`` on conversational records (system, user, assistant) with
+  ``assistant_only_loss``: only the teacher's answer carries loss, the prompt does not (this needs
+  the ``{% generation %}`` markers that ``reczero base`` puts in the chat template).
+* Only *accepted* teacher records are used (rationalised ones included: their reasoning leads to the
+  true rating); rejected records are counted and skipped.
+* The prompt is rebuilt from the prepared dataset by ``sample_id`` with this run's prompt options
+  and tokenizer, so SFT, GRPO and evaluation all show the model the same prompt; the teacher's own
+  prompt is used only when the sample is not in the split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from reczero.config import SFTRecipe
+from reczero.data import schema
+from reczero.errors import DataError
+from reczero.train import common
+
+log = logging.getLogger(__name__)
+
+
+def read_teacher_records(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Accepted records of a teacher JSONL and counts by status (a torn last line is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: teacher data not found (run `reczero teacher ... --out {path}`)")
+    accepted, counts = [], {"accepted": 0, "rejected": 0, "unreadable": 0}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            counts["unreadable"] += 1
+            log.warning("%s:%d: unreadable line skipped", path, lineno)
+            continue
+        status = rec.get("status")
+        if status == "accepted" and rec.get("completion"):
+            accepted.append(rec)
+            counts["accepted"] += 1
+        else:
+            counts["rejected"] += 1
+    if not accepted:
+        raise DataError(f"{path}: no accepted teacher records ({counts})")
+    return accepted, counts
+
+
+def sft_records(recipe: SFTRecipe, tokenizer, split: str = "train") -> tuple[list[dict[str, Any]], dict[str, int]]:
+    from reczero import prompts
+
+    teacher, counts = read_teacher_records(recipe.teacher_data)
+    df = schema.load_split(recipe.data, split)
+    rows = {sid: i for i, sid in enumerate(df["sample_id"])}
+    out, rebuilt = [], 0
+    for rec in teacher:
+        i = rows.get(rec["sample_id"])
+        if i is not None:
+            messages = prompts.build_messages(df.iloc[i].to_dict(), recipe, tokenizer)
+            rebuilt += 1
+        else:
+            messages = [m for m in rec["messages"] if m["role"] != "assistant"]
+        out.append({"messages": [*messages, {"role": "assistant", "content": rec["completion"]}]})
+    if recipe.max_train_samples is not None:
+        out = out[: recipe.max_train_samples]
+    counts["prompts_rebuilt"] = rebuilt
+    return out, counts
+
+
+def sft_args(recipe: SFTRecipe, output_dir: str, use_cpu: bool):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=output_dir,
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        lr_scheduler_type=recipe.lr_scheduler_type,
+        warmup_steps=recipe.warmup_ratio,
+        logging_steps=recipe.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        bf16=recipe.bf16,
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        use_cpu=use_cpu,
+        report_to="none",
+        seed=recipe.seed,
+        max_length=recipe.max_length,
+        assistant_only_loss=recipe.assistant_only_loss,
+        packing=False,
+        disable_tqdm=False,
+    )
+
+
+def plan(recipe: SFTRecipe) -> dict[str, Any]:
+    world = common.world_size(recipe)
+    batch = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world
+    n = None
+    if recipe.teacher_data and Path(recipe.teacher_data).is_file():
+        n = sum(1 for line in open(recipe.teacher_data, encoding="utf-8") if '"accepted"' in line)
+    steps = recipe.max_steps if recipe.max_steps > 0 else (
+        math.ceil(n * recipe.num_train_epochs / batch) if n else "unknown (teacher data not there yet)")
+    return {"model": recipe.model, "teacher_data": recipe.teacher_data, "out": recipe.out, "world_size": world,
+            "sequences_per_step": batch, "teacher_samples": n, "steps": steps,
+            "learning_rate": recipe.learning_rate, "assistant_only_loss": recipe.assistant_only_loss,
+            "lora": recipe.use_lora, "template": recipe.template}
+
+
+def train_sft(recipe: SFTRecipe) -> int:
+    """`reczero train sft`: SFT on accepted teacher records; returns 0 on success."""
+    if recipe.dry_run:
+        print("SFT plan (dry run: no weights or data loaded)")
+        for k, v in plan(recipe).items():
+            print(f"  {k:24s} {v}")
+        return 0
+    paths, ckpt = common.prepare_run(recipe)
+    if paths.is_done():
+        print(f"{paths.root}: already finished; nothing to do")
+        return 0
+
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from reczero.models import load_model
+    from reczero.train.grpo import lora_config
+
+    use_cpu = recipe.use_cpu or not torch.cuda.is_available()
+    model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    tokenizer.padding_side = "right"  # training pads on the right; generation (validation) sets left itself
+    records, counts = sft_records(recipe, tokenizer)
+    log.info("teacher records: %s", counts)
+    scale = schema.rating_scale(recipe.data)
+    callbacks = [common.make_log_callback(paths)]
+    if recipe.eval_steps > 0:
+        callbacks.append(common.make_validation_callback(paths, recipe, tokenizer, scale=scale,
+                                                         max_new_tokens=recipe.max_completion_length))
+    trainer = SFTTrainer(model=model, args=sft_args(recipe, str(paths.checkpoints), use_cpu),
+                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                         callbacks=callbacks, peft_config=lora_config(recipe))
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    tokenizer.padding_side = "left"
+    common.finish(paths, trainer, tokenizer, {
+        "stage": "sft", "global_step": trainer.state.global_step, "train_seconds": round(time.time() - t0, 1),
+        "train_loss": result.training_loss, "teacher_counts": counts,
+    })
+    print(f"done: {trainer.state.global_step} steps in {time.time() - t0:.0f}s; model in {paths.model}")
+    return 0
