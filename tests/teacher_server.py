@@ -4,7 +4,8 @@
 fault is decided by ``fault(index)`` (``index`` counts requests from 0), so tests are
 deterministic. Fault kinds:
 
-    "500", "503"   HTTP error with a JSON error body
+    "500", "503"   HTTP server error with a JSON error body (retried by the client)
+    "400", "404"   HTTP client error (not retried: asking again gives the same answer)
     "429"          HTTP 429 with ``Retry-After: <retry_after>``
     "slow"         answers only after ``slow_s`` seconds (past the client's timeout)
     "malformed"    HTTP 200 whose body is not JSON
@@ -13,7 +14,9 @@ deterministic. Fault kinds:
     "drop"         closes the connection without any response
     "no_tags"      a well-formed answer whose text ignores the format
 
-The normal answer is ``answer(messages) -> str`` (given by the test).
+The normal answer is ``answer(messages) -> str`` (given by the test). With
+``faults_per_conversation=k`` one conversation (the same messages) gets at most ``k`` faults, so a
+client with more than ``k`` retries must get through, however requests interleave.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ def cycle(kinds: Sequence[str | None], every: int = 1) -> Callable[[int], str | 
 
 class TeacherServer:
     def __init__(self, answer: Callable[[list[dict]], str], fault: Callable[[int], str | None] = lambda i: None,
-                 retry_after: float = 0.05, slow_s: float = 1.0, delay_s: float = 0.0) -> None:
+                 retry_after: float = 0.05, slow_s: float = 1.0, delay_s: float = 0.0,
+                 faults_per_conversation: int | None = None) -> None:
         self.answer, self.fault = answer, fault
+        self.faults_per_conversation = faults_per_conversation
+        self._faulted: Counter = Counter()      # conversation -> faults injected into it
         self.retry_after, self.slow_s, self.delay_s = retry_after, slow_s, delay_s
         self.requests: list[dict] = []          # every request body, in arrival order
         self.served = Counter()                 # fault kind (or "ok") -> count
@@ -67,6 +73,12 @@ class TeacherServer:
             self.requests.append(body)
             self.request_times.append(time.monotonic())
             kind = self.fault(index)
+            key = json.dumps(body.get("messages"), sort_keys=True)
+            if kind and self.faults_per_conversation is not None:
+                if self._faulted[key] >= self.faults_per_conversation:
+                    kind = None
+                else:
+                    self._faulted[key] += 1
             self.served[kind or "ok"] += 1
         return kind
 
@@ -86,8 +98,8 @@ class TeacherServer:
                 kind = server._next(body)
                 if server.delay_s:
                     time.sleep(server.delay_s)
-                if kind in ("500", "503"):
-                    return self._send(int(kind), {"error": {"message": "injected server error"}})
+                if kind in ("500", "503", "400", "404"):
+                    return self._send(int(kind), {"error": {"message": f"injected HTTP {kind}"}})
                 if kind == "429":
                     return self._send(429, {"error": {"message": "rate limited"}},
                                       {"Retry-After": f"{server.retry_after:g}"})

@@ -166,6 +166,7 @@ class BaseConfig(PromptOptions):
     warmup_lr: float = opt(1e-3, "Format warm-up learning rate.")
     batch_size: int = opt(16, "Sequences per optimisation step.")
     seq_len: int = opt(512, "Pretraining sequence length (documents are packed).")
+    eval_samples: int = opt(64, "Validation samples on which the base is measured (read-off and greedy MAE, format rate; 0: skip).")
     seed: int = opt(0, "Random seed.")
 
 
@@ -308,11 +309,11 @@ class BaselineConfig:
     data: str = opt("", "Prepared dataset directory.")
     out: str = opt("", "Run directory (eval/<split>/predictions.parquet and metrics.json).")
     splits: str = opt("valid,test", "Splits to predict and score.")
-    factors: int = opt(32, "Latent factors (mf, svdpp).")
-    epochs: int = opt(60, "Maximum epochs (mf, svdpp, bias); early stopping on the validation split.")
-    lr: float = opt(0.01, "Learning rate (mf, svdpp, bias).")
-    reg: float = opt(0.05, "L2 regularisation (mf, svdpp, bias).")
-    patience: int = opt(5, "Early stopping patience in epochs.")
+    factors: int | None = opt(None, "Latent factors (mf, svdpp); default: the method's tuned value.")
+    epochs: int | None = opt(None, "Maximum epochs (mf, svdpp) or sweeps (bias); mf/svdpp stop early on the validation split. Default: the method's tuned value.")
+    lr: float | None = opt(None, "Initial learning rate (mf, svdpp); default: the method's tuned value.")
+    reg: float | None = opt(None, "L2 regularisation (mf, svdpp: per factor; bias: shrinkage count); default: the method's tuned value.")
+    patience: int = opt(3, "Early stopping patience in epochs (mf, svdpp).")
     seed: int = opt(0, "Random seed.")
 
     def __post_init__(self) -> None:

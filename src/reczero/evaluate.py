@@ -135,11 +135,16 @@ class ChunkStore:
         return pd.concat(frames, ignore_index=True)[COLUMNS]
 
     def write(self, predictions) -> Path:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from reczero.predictions import predictions_schema
+
         files = self.files()
         index = int(files[-1].stem.split("-")[1]) + 1 if files else 1
         path = self.dir / f"chunk-{index:05d}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
-        predictions.to_parquet(tmp, index=False)
+        pq.write_table(pa.Table.from_pandas(predictions[COLUMNS], schema=predictions_schema(), preserve_index=False), tmp)
         os.replace(tmp, path)
         return path
 
@@ -156,9 +161,11 @@ def resolve_target(cfg: EvalConfig) -> tuple[str, Path, str]:
     default; a plain path or Hugging Face id needs ``--out``. The method defaults to the run's
     (or model's) directory name.
     """
-    given = Path(cfg.model)
-    is_run = given.is_dir() and (given / "model").is_dir()
-    model = str(given / "model") if is_run else cfg.model
+    from reczero.models import resolve_model_path
+
+    given = Path(cfg.model).expanduser()
+    model = resolve_model_path(cfg.model)
+    is_run = given.is_dir() and Path(model) == given / "model"
     if cfg.out:
         out = Path(cfg.out)
     elif is_run:
@@ -174,15 +181,14 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
     from reczero.generation import generate
 
     if cfg.backend == "vllm":
-        from transformers import AutoTokenizer
-
         from reczero.generation import generate_vllm, load_vllm
+        from reczero.models import load_tokenizer
 
         if (Path(model_path) / "adapter_config.json").is_file():
             raise ReczeroError(f"{model_path} holds LoRA adapters; merge them into the base model before "
                                "--backend vllm, or use --backend transformers")
         llm = load_vllm(model_path, seed=cfg.seed)
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = load_tokenizer(model_path)
         return tokenizer, lambda prompts: generate_vllm(llm, prompts, max_new_tokens=cfg.max_new_tokens,
                                                         seed=cfg.seed, progress=False)
 

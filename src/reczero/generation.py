@@ -77,8 +77,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int 
         raise ReczeroError(f"prompt {empty} is empty after tokenisation; nothing to condition on")
     order = length_order([len(ids) for ids in encoded])
     pad_id = pad_token_id(tokenizer)
-    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad_id
-    gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id)
+    gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id)
+    if model.generation_config.eos_token_id is None:   # else keep the model's (maybe several) stop ids
+        gen_kwargs["eos_token_id"] = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else pad_id
     if min_new_tokens:
         gen_kwargs["min_new_tokens"] = min_new_tokens
     if greedy:

@@ -7,6 +7,9 @@ What this module chose, and why:
   ``os.write`` call, and ``fsync`` follows before the next sample is taken up. A kill can
   therefore only ever leave a *torn last line* (a prefix of one record, no newline), never a gap
   or a half-record in the middle.
+* **One writer at a time**: a run holds an ``flock`` on ``FILE.lock`` (released by the kernel when
+  the process dies, so a ``kill -9`` never leaves a stale lock); a second run on the same file stops
+  with an error instead of duplicating records.
 * **A torn last line is cut away on open** (``truncate`` to the end of the last complete line),
   and logged: that sample has no complete record, so it is simply done again. A complete line
   that is not valid JSON, or a record without ``sample_id``, is a :class:`DataError` naming the
@@ -47,6 +50,7 @@ class TeacherStore:
         self.path = Path(path)
         self.records: dict[str, dict[str, Any]] = {}   # sample_id -> record, as found on open
         self._fd: int | None = None
+        self._lock_fd: int | None = None
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -57,15 +61,33 @@ class TeacherStore:
         is :data:`ENDPOINT_ERROR` are removed first (atomically), so those samples are asked again.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            self._repair_tail()
-            self.records = self._read_records()
-            retry = [sid for sid, r in self.records.items() if r.get("reason") == ENDPOINT_ERROR]
-            if retry and retry_endpoint_errors:
-                self._drop(set(retry))
-                log.info("%s: %d samples had failed on endpoint errors; they are asked again", self.path, len(retry))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lock()
+        try:
+            if self.path.exists():
+                self._repair_tail()
+                self.records = self._read_records()
+                retry = [sid for sid, r in self.records.items() if r.get("reason") == ENDPOINT_ERROR]
+                if retry and retry_endpoint_errors:
+                    self._drop(set(retry))
+                    log.info("%s: %d samples had failed on endpoint errors; they are asked again", self.path, len(retry))
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except BaseException:
+            self.close()
+            raise
         return set(self.records)
+
+    def _lock(self) -> None:
+        """Hold ``FILE.lock`` for the life of this run: two runs appending at once would duplicate."""
+        import fcntl
+
+        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise DataError(f"{self.path}: another run is writing this file (it holds {self.path.name}.lock); "
+                            "wait for it or kill it, then rerun") from None
 
     def _repair_tail(self) -> None:
         with open(self.path, "rb+") as fh:
@@ -126,9 +148,11 @@ class TeacherStore:
         os.fsync(self._fd)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for name in ("_fd", "_lock_fd"):   # closing the lock file releases the lock (a kill does too)
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
 
     def __enter__(self) -> TeacherStore:
         return self

@@ -36,7 +36,7 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from reczero.errors import DataError, ReczeroError
 
@@ -176,7 +176,7 @@ def fetch(client, url: str, dest: Path, *, md5: str | None = None, retries: int 
     failures = 0
     with _locked(dest):
         while True:
-            have = part.stat().st_size if part.exists() else 0
+            have = before = part.stat().st_size if part.exists() else 0
             headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
             try:
                 with client.stream("GET", url, headers=headers) as resp:
@@ -208,7 +208,7 @@ def fetch(client, url: str, dest: Path, *, md5: str | None = None, retries: int 
                         raise DataError(f"{url}: HTTP {status} {resp.reason_phrase}; expected the file (200/206)")
                     with open(part, mode) as fh, tqdm(total=total, initial=have, desc=dest.name, unit="B",
                                                       unit_scale=True, unit_divisor=1024, disable=None) as bar:
-                        for chunk in resp.iter_raw(CHUNK_BYTES):
+                        for chunk in resp.iter_raw():  # as it arrives: a cut keeps every byte read
                             fh.write(chunk)
                             bar.update(len(chunk))
                 size = part.stat().st_size
@@ -216,13 +216,13 @@ def fetch(client, url: str, dest: Path, *, md5: str | None = None, retries: int 
                     raise _Retryable(f"body ended at byte {size} of {total}")
                 break
             except (httpx.TransportError, _Retryable) as err:
-                grew = part.exists() and part.stat().st_size > have
+                grew = part.exists() and part.stat().st_size > before
                 failures = 0 if grew else failures + 1
                 if failures > retries:
                     raise DataError(f"{url}: download failed after {retries + 1} attempts ({err}); "
                                     f"{part} is kept: rerun the same command to resume") from err
                 wait = 0.0 if grew else backoff * 2 ** (failures - 1)
-                log.warning("%s: %s; retrying in %.1fs from byte %d", url, err or type(err).__name__, wait,
+                log.warning("%s: %s; retrying in %.1fs from byte %d", url, str(err) or type(err).__name__, wait,
                             part.stat().st_size if part.exists() else 0)
                 time.sleep(wait)
         if md5 is not None:
@@ -231,6 +231,7 @@ def fetch(client, url: str, dest: Path, *, md5: str | None = None, retries: int 
                 part.unlink()
                 raise DataError(f"{url}: md5 mismatch: published {md5}, downloaded file has {got}; "
                                 f"the file was removed, rerun to download it again")
+            log.info("%s: md5 %s matches the published checksum", dest.name, got)
         os.replace(part, dest)
     log.info("downloaded %s (%d bytes)", dest, dest.stat().st_size)
     return dest
@@ -302,7 +303,8 @@ def unpack(zip_path: Path, folder: Path) -> Path:
             for member in names:
                 rel = member.split("/", 1)[1] if strip else member
                 target = (tmp / rel).resolve()
-                if rel.startswith("/") or not target.is_relative_to(tmp.resolve()):
+                if ".." in PurePosixPath(member).parts or member.startswith("/") \
+                        or not target.is_relative_to(tmp.resolve()):
                     raise DataError(f"{zip_path}: member {member!r} would land outside {folder}; refusing to unpack")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(member) as src, open(target, "wb") as dst:
@@ -341,6 +343,7 @@ def download_cli(args: argparse.Namespace) -> int:
     if args.list:
         print(format_list(args.base_url))
         return 0
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise here
     if not args.name:
         raise ReczeroError("give a dataset NAME (see `reczero data download --list`)")
     ds = lookup(args.name)

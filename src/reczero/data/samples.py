@@ -42,6 +42,7 @@ import pyarrow as pa
 from reczero import __version__
 from reczero.config import SampleOptions, save_config, to_dict
 from reczero.data import schema as S
+from reczero.data.histories import choose_targets, fetch_to_parquet, scalar, write_splits
 from reczero.data.sources import BATCH_ROWS, RejectLog
 from reczero.errors import DataError
 
@@ -92,20 +93,19 @@ def write_prepared(out_dir: str | Path, interactions: pa.Table | str | Path, ite
         if not has_meta:
             con.execute("CREATE TABLE cat AS SELECT DISTINCT item_id, '' AS title, []::VARCHAR[] AS attributes, "
                         "'' AS description FROM st WHERE reason IS NULL")
-        _fetch_to_parquet(con, "SELECT item_id, title, attributes, description FROM cat ORDER BY item_id",
+        fetch_to_parquet(con, "SELECT item_id, title, attributes, description FROM cat ORDER BY item_id",
                           out / S.ITEMS, S.ITEMS_SCHEMA)
-        _fetch_to_parquet(con, "SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r "
-                          "JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid",
-                          out / S.INTERACTIONS, S.INTERACTIONS_SCHEMA)
-        kept = con.execute("SELECT count(*) FROM st WHERE reason IS NULL").fetchone()[0]
+        con.execute(f"""COPY (SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r
+                            JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid)
+                        TO '{(out / S.INTERACTIONS).as_posix()}' (FORMAT parquet, COMPRESSION zstd)""")
+        kept = scalar(con, "SELECT count(*) FROM st WHERE reason IS NULL")
         if kept == 0:
             raise DataError(f"{file}: no interaction left after checks and filters (read {read}, "
                             f"rejected {dict(rejects.rejected['interactions'])}); see {out / S.REJECTS}")
-        from reczero.data.windows import choose_targets, write_splits
         dropped = choose_targets(con, opts, kept)
         splits = write_splits(con, opts, out)
-        n_users, = con.execute("SELECT count(DISTINCT user_id) FROM st WHERE reason IS NULL").fetchone()
-        n_items, = con.execute("SELECT count(*) FROM cat").fetchone()
+        n_users = scalar(con, "SELECT count(DISTINCT user_id) FROM st WHERE reason IS NULL")
+        n_items = scalar(con, "SELECT count(*) FROM cat")
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -167,7 +167,7 @@ def _register(con, name: str, data: pa.Table | str | Path, schema: pa.Schema) ->
         table = table.append_column("_rid", pa.array(range(table.num_rows), pa.int64()))
         con.register(f"{name}_arrow", table)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_arrow")
-    return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    return scalar(con, f"SELECT count(*) FROM {name}")
 
 
 def _check_columns(have: pa.Schema, want: pa.Schema, where: str) -> None:
@@ -193,7 +193,7 @@ def _prepare_items(con, n_item_rows: int, rejects: RejectLog, file: str) -> bool
     _list_rejects(con, "it", "items", rejects, file)
     con.execute("CREATE TABLE cat AS SELECT item_id, title, coalesce(attributes, []::VARCHAR[]) AS attributes, "
                 "description FROM it WHERE reason IS NULL")
-    return con.execute("SELECT count(*) FROM cat").fetchone()[0] > 0
+    return scalar(con, "SELECT count(*) FROM cat") > 0
 
 
 def _flag_interactions(con, scale: S.RatingScale, has_meta: bool, opts: SampleOptions) -> None:
@@ -216,11 +216,11 @@ def _flag_interactions(con, scale: S.RatingScale, has_meta: bool, opts: SampleOp
         FROM f""")
     rounds = 0
     while opts.min_user > 1 or opts.min_item > 1:
-        n, = con.execute(f"""
+        n = scalar(con, f"""
             UPDATE st SET reason = 'filtered' WHERE reason IS NULL AND (
               user_id IN (SELECT user_id FROM st WHERE reason IS NULL GROUP BY user_id HAVING count(*) < {opts.min_user})
               OR item_id IN (SELECT item_id FROM st WHERE reason IS NULL GROUP BY item_id HAVING count(*) < {opts.min_item}))
-            """).fetchone()
+            """)
         rounds += 1
         if n == 0:
             break
@@ -230,22 +230,9 @@ def _flag_interactions(con, scale: S.RatingScale, has_meta: bool, opts: SampleOp
 def _list_rejects(con, table: str, stream: str, rejects: RejectLog, file: str) -> None:
     """Count and list every rejected row of ``table`` (reason not NULL) in the reject log."""
     cols = "user_id, item_id, rating, timestamp" if stream == "interactions" else "item_id, title"
-    reader = con.execute(f"SELECT reason, _rid, {cols} FROM {table} WHERE reason IS NOT NULL ORDER BY _rid"
-                         ).fetch_record_batch(BATCH_ROWS)
+    reader = con.sql(f"SELECT reason, _rid, {cols} FROM {table} WHERE reason IS NOT NULL ORDER BY _rid"
+                     ).to_arrow_reader(BATCH_ROWS)
     for batch in reader:
         for row in batch.to_pylist():
             reason, rid = row.pop("reason"), row.pop("_rid")
             rejects.reject(stream, file, None, reason, f"{REJECT_DETAIL[reason]} (record #{rid + 1} parsed)", row)
-
-
-def _fetch_to_parquet(con, sql: str, path: Path, schema: pa.Schema) -> int:
-    """Stream a query's result into a Parquet file with exactly ``schema``; returns the row count."""
-    import pyarrow.parquet as pq
-
-    n = 0
-    reader = con.execute(sql).fetch_record_batch(BATCH_ROWS)
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in reader:
-            writer.write_table(pa.Table.from_batches([batch]).cast(schema))
-            n += batch.num_rows
-    return n

@@ -134,6 +134,7 @@ def prompt_records(data_dir: str, split: str, opts: PromptOptions, tokenizer, *,
     from reczero import prompts
 
     df = schema.load_split(data_dir, split)
+    scale = schema.rating_scale(data_dir)
     if len(df) == 0:
         raise ReczeroError(f"{data_dir}: the {split} split is empty")
     order = np.arange(len(df))
@@ -145,7 +146,7 @@ def prompt_records(data_dir: str, split: str, opts: PromptOptions, tokenizer, *,
     for i in order:
         row = df.iloc[int(i)].to_dict()
         records.append({
-            "prompt": prompts.build_messages(row, opts, tokenizer),
+            "prompt": prompts.build_messages(row, opts, tokenizer, scale),
             "rating": float(row["rating"]),
             "sample_id": row["sample_id"],
             "user_avg": _nan_to_none(row.get("user_avg")),

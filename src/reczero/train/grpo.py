@@ -134,10 +134,10 @@ def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
         bf16=recipe.bf16,
-        gradient_checkpointing=recipe.gradient_checkpointing,
         use_cpu=use_cpu,
         report_to="none",
         seed=recipe.seed,
+        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
         use_vllm=recipe.use_vllm,
         vllm_mode=recipe.vllm_mode,
         vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
@@ -178,8 +178,15 @@ def train_grpo(recipe: GRPORecipe) -> int:
     use_cpu = recipe.use_cpu or not torch.cuda.is_available()
     model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
     scale = schema.rating_scale(recipe.data)
-    records = common.prompt_records(recipe.data, "train", recipe, tokenizer, limit=recipe.max_train_samples,
-                                    seed=recipe.seed, shuffle=recipe.max_train_samples is not None)
+    # Build prompts only for the samples the run can reach: with max_steps set, a seeded random subset
+    # of max_steps x prompts-per-step training samples (tokenising every prompt of a large split for a
+    # short run would take longer than the run).
+    limit = recipe.max_train_samples
+    if recipe.max_steps > 0:
+        reach = recipe.max_steps * p["prompts_per_step"]
+        limit = reach if limit is None else min(limit, reach)
+    records = common.prompt_records(recipe.data, "train", recipe, tokenizer, limit=limit,
+                                    seed=recipe.seed, shuffle=limit is not None)
     monitor = RolloutMonitor(scale, recipe.template)
     rewards = [FormatReward(scale, recipe.template, recipe.format_bonus, recipe.format_penalty),
                AnswerReward(scale, recipe.template, recipe.max_error), monitor]

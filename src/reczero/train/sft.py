@@ -58,12 +58,13 @@ def sft_records(recipe: SFTRecipe, tokenizer, split: str = "train") -> tuple[lis
 
     teacher, counts = read_teacher_records(recipe.teacher_data)
     df = schema.load_split(recipe.data, split)
+    scale = schema.rating_scale(recipe.data)
     rows = {sid: i for i, sid in enumerate(df["sample_id"])}
     out, rebuilt = [], 0
     for rec in teacher:
         i = rows.get(rec["sample_id"])
         if i is not None:
-            messages = prompts.build_messages(df.iloc[i].to_dict(), recipe, tokenizer)
+            messages = prompts.build_messages(df.iloc[i].to_dict(), recipe, tokenizer, scale)
             rebuilt += 1
         else:
             messages = [m for m in rec["messages"] if m["role"] != "assistant"]
@@ -91,8 +92,8 @@ def sft_args(recipe: SFTRecipe, output_dir: str, use_cpu: bool):
         save_steps=recipe.save_steps,
         save_total_limit=recipe.save_total_limit,
         bf16=recipe.bf16,
-        gradient_checkpointing=recipe.gradient_checkpointing,
         use_cpu=use_cpu,
+        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
         report_to="none",
         seed=recipe.seed,
         max_length=recipe.max_length,

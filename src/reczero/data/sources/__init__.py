@@ -13,14 +13,15 @@ Every record read is counted exactly once: either it ends up in a yielded batch 
 ``rejects.reject(...)`` with a reason.
 
 File access goes through this module. Gzip is detected by its magic bytes, not the file name, and
-decompressed here with ``zlib`` in 1 MiB blocks rather than through ``gzip.GzipFile``: ``GzipFile``
-raises ``EOFError`` on a truncated stream from inside its buffered reader and the bytes already
-decompressed for the incomplete block are lost with it, so neither "every complete line" nor "reject
-the incomplete tail" can be honoured on top of it. Our own loop yields everything zlib could
-decompress, then reports the truncation; the block splitter only ever hands out whole lines, so a
-truncated (or corrupt) gzip yields every complete line, the incomplete tail is counted and rejected as
-``truncated``, and the file is listed in ``rejects.truncated``. Multi-member gzip (bgzip, ``cat a.gz
-b.gz``) and zero padding after a member are accepted, as the ``gzip`` module does.
+inflated here with ``zlib`` (64 KiB of compressed input per step) rather than by iterating a
+``gzip.GzipFile``. Checked on truncated dumps: the ``GzipFile`` loop did yield every complete line,
+but its ``EOFError`` arrives from inside ``readline`` together with the partial last line, which
+was then neither counted nor rejected -- a record lost silently. Our loop yields everything zlib
+could inflate, then reports the damage; the block splitter only ever hands out whole lines, so a
+truncated (or corrupt) gzip yields every complete line, the incomplete tail is counted and rejected
+as ``truncated``, and the file is listed in ``rejects.truncated``. Multi-member gzip (bgzip, ``cat
+a.gz b.gz``) and zero padding after a member are read, as the ``gzip`` module does; zip, tar, bzip2,
+xz and zstd files get a clear error instead of a million ``malformed_json`` rejects.
 
 * :func:`iter_line_bytes` — ``(line_number, bytes)``: the fast path of the JSON-lines readers (orjson
   parses bytes directly; decoding happens only when a line is not valid UTF-8).
@@ -45,8 +46,10 @@ from reczero.errors import DataError
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 65_536
-READ_BYTES = 1 << 20            # compressed/plain bytes read per step
+READ_BYTES = 1 << 20            # plain bytes read per step
+INFLATE_BYTES = 1 << 16         # compressed bytes per step: a corrupt stream loses at most one step's output
 MAX_INFLATE = 8 << 20           # decompressed bytes per zlib call: bounds memory on a gzip bomb
+MAX_LINE_BYTES = 64 << 20       # a longer "line" is not a record: a JSON array, a binary file
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -116,7 +119,7 @@ class _Truncated(Exception):
 def _inflate(fh: IO[bytes]) -> Iterator[bytes]:
     """Decompressed blocks of a (multi-member) gzip stream; raises ``_Truncated`` at a damaged end."""
     member = None
-    while buf := fh.read(READ_BYTES):
+    while buf := fh.read(INFLATE_BYTES):
         while buf:
             if member is None or member.eof:
                 if member is not None:
@@ -138,16 +141,26 @@ def _inflate(fh: IO[bytes]) -> Iterator[bytes]:
         raise _Truncated("unexpected end of the gzip stream")
 
 
+# containers we do not open: a clear message beats a million "malformed_json" rejects
+OTHER_MAGIC = {b"PK\x03\x04": "a zip archive", b"BZh": "bzip2-compressed", b"\xfd7zXZ\x00": "xz-compressed",
+               b"\x28\xb5\x2f\xfd": "zstd-compressed"}
+
+
 def _raw_blocks(path: Path) -> Iterator[bytes]:
     _check_file(path)
     with open(path, "rb") as fh:
-        if fh.read(2) == GZIP_MAGIC:
-            fh.seek(0)
+        head = fh.read(512)
+        fh.seek(0)
+        if head.startswith(GZIP_MAGIC):
             yield from _inflate(fh)
-        else:
-            fh.seek(0)
-            while buf := fh.read(READ_BYTES):
-                yield buf
+            return
+        kind = next((k for magic, k in OTHER_MAGIC.items() if head.startswith(magic)), None)
+        if kind is None and head[257:262] == b"ustar":
+            kind = "a tar archive"
+        if kind is not None:
+            raise DataError(f"{path}: is {kind}; expected a text file, plain or gzip (extract or decompress it first)")
+        while buf := fh.read(READ_BYTES):
+            yield buf
 
 
 def line_blocks(path: Path, rejects: RejectLog | None, stream: str) -> Iterator[bytes]:
@@ -157,32 +170,43 @@ def line_blocks(path: Path, rejects: RejectLog | None, stream: str) -> Iterator[
     counted and rejected as ``truncated`` and the file is appended to ``rejects.truncated``. Without
     a ``rejects`` log a truncated file raises :class:`DataError` instead.
     """
-    tail = b""
-    lines = 0
+    partial: list[bytes] = []          # the pieces of the line still waiting for its newline
+    size = lines = 0
     first = True
     try:
         for block in _raw_blocks(path):
             if first:
                 block = block.removeprefix(UTF8_BOM)
                 first = False
-            if tail:
-                block = tail + block
             cut = block.rfind(b"\n") + 1
-            tail = block[cut:]
-            if cut:
-                lines += block.count(b"\n", 0, cut)
-                yield block[:cut] if tail else block
+            if not cut:
+                partial.append(block)
+                size += len(block)
+                if size > MAX_LINE_BYTES:
+                    raise DataError(f"{path}: line {lines + 1:,} is longer than {MAX_LINE_BYTES >> 20} MiB; "
+                                    "expected one record per line")
+                continue
+            head = block[:cut] if cut < len(block) else block
+            if partial:
+                head = b"".join([*partial, head])
+                partial, size = [], 0
+            lines += head.count(b"\n")
+            yield head
+            if cut < len(block):
+                partial.append(block[cut:])
+                size = len(block) - cut
     except _Truncated as err:
         if rejects is None:
             raise DataError(f"{path}: {err} after {lines:,} complete lines; the file is truncated or damaged") from None
         log.warning("%s: %s; kept the %s complete lines before it", path, err, f"{lines:,}")
         rejects.truncated.append(str(path))
+        tail = b"".join(partial)
         if tail.strip():
             rejects.count(stream)
             rejects.reject(stream, path, lines + 1, "truncated", f"incomplete last line ({err})", tail)
         return
-    if tail:
-        yield tail
+    if partial:
+        yield b"".join(partial)
 
 
 def iter_line_bytes(path: Path, rejects: RejectLog, stream: str) -> Iterator[tuple[int, bytes]]:

@@ -1,152 +1,89 @@
-"""The loop shared by the JSON-lines dumps (Amazon 2014/2018/2023, Yelp) and the field helpers.
+"""The loop shared by the JSON-lines dumps (Amazon 2014/2018/2023, Yelp).
 
-One pass per file: each line is parsed, turned into one row tuple by the format's ``row`` function
-(which raises :class:`Rejected` with a stable reason key and a detail naming the field), appended to
-a list, and every ``BATCH_ROWS`` rows the list is transposed into one Arrow RecordBatch. That is all
-the Python work per record; nothing else is kept except, for items, the set of ids already seen.
+Two paths over the same pieces (~1 MiB of whole lines each), one meaning:
 
-Parsing chooses speed first and then leniency: ``orjson`` reads the raw bytes (about 4x the stdlib);
-a line it refuses is decoded with U+FFFD replacing bad bytes and retried, then given to the stdlib
-``json`` (which accepts ``NaN`` and lone surrogate escapes; strings are then scrubbed so Arrow can
-store them), then to the format's loose parser if it has one (Amazon 2014's Python dict literals,
-``ast.literal_eval`` — never ``eval``). Only what none of them reads is ``malformed_json``.
+* **vectorised** (reviews only): ``pyarrow.json`` parses the piece in C++ with an explicit schema of
+  the few fields we keep (others ignored), then the checks — ids present, rating on the scale, time
+  plausible — run as Arrow compute kernels. If the piece parses and every row passes, it is kept as
+  is: no Python object per record. Clean pieces are the rule in real dumps, and this path is
+  several times faster than the line loop.
+* **line by line**, for any piece the vectorised path refuses (a malformed line, a wrong type, a
+  missing field, non-UTF-8 bytes, a Python-literal line) and for meta files (which need HTML
+  cleaning and duplicate checks): each line is parsed and turned into one row tuple by the format's
+  ``row`` function, which raises :class:`Rejected` with a stable reason key and a detail naming the
+  field. This path is the definition: on a clean piece both give the same rows (a test pins it).
+
+Line parsing chooses speed first, then leniency: ``orjson`` reads the raw bytes; a line it refuses
+is decoded with U+FFFD replacing bad bytes and retried with the stdlib ``json`` (which also accepts
+``NaN`` and lone surrogate escapes; strings are then scrubbed so Arrow can store them), then with
+the format's loose parser if it has one (Amazon 2014's Python dict literals, ``ast.literal_eval`` —
+never ``eval``). Only what none of them reads is ``malformed_json``.
 
 A file of the wrong format is caught early: if the first ``PROBE_RECORDS`` records of a file are all
 rejected, or a file ends with none kept, :class:`DataError` names the file, the fields the format
-needs and the fields found.
+needs and the fields found; an empty file is an error too.
+
+The vectorised attempt costs a parse when it fails, so after a failure the next piece goes straight
+to the line loop, after two failures the next three, and so on (at most 63): a dirty or
+Python-literal file costs little more than the line loop alone, a clean one runs vectorised.
 """
 
 from __future__ import annotations
 
-import html
+import io
 import json
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
 from reczero.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, RatingScale
-from reczero.data.sources import BATCH_ROWS, RejectLog, iter_line_bytes
+from reczero.data.sources import BATCH_ROWS, RejectLog, line_blocks
+from reczero.data.sources._fields import LATEST_SECONDS, Rejected
 from reczero.errors import DataError
 
 log = logging.getLogger(__name__)
 
 PROBE_RECORDS = 1_000
-MAX_TITLE_CHARS = 300
-MAX_DESCRIPTION_CHARS = 2_000
-LATEST_SECONDS = 4_102_444_800          # 2100-01-01: later "seconds" are milliseconds or garbage
+PIECE_BYTES = 1 << 20
+MAX_SKIP = 63                           # pieces read line by line before the vectorised path is tried again
 
 
-class Rejected(Exception):
-    """Raised by a row function: the record is not kept. ``reason`` is counted, ``detail`` explains."""
+@dataclass(frozen=True)
+class ReviewColumns:
+    """Where a format keeps the interaction fields, for the vectorised path."""
 
-    def __init__(self, reason: str, detail: str):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
+    user: str
+    item: str
+    rating: str
+    time: str
+    review: str | None
+    summary: str | None
+    per_second: int = 1                 # 1000: the time is in milliseconds
+    date_format: str | None = None      # the time is a UTC date string in this strptime format
 
-
-# ---- field helpers: each returns a clean value or raises Rejected naming the field ---------------
-
-
-def ident(value: Any, name: str) -> str:
-    if type(value) is str and value:
-        return value
-    if value is None or value == "":
-        raise Rejected("missing_field", f"{name} is empty")
-    if type(value) is int:
-        return str(value)
-    raise Rejected("bad_id", f"{name} is {type(value).__name__}, expected a string")
+    def parse_options(self) -> pj.ParseOptions:
+        fields = [(self.user, pa.string()), (self.item, pa.string()), (self.rating, pa.float64()),
+                  (self.time, pa.string() if self.date_format else pa.int64())]
+        fields += [(name, pa.string()) for name in (self.review, self.summary) if name]
+        return pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
 
 
-def number(value: Any, name: str, reason: str) -> float:
-    if type(value) is float or type(value) is int:
-        x = float(value)
-    elif type(value) is str:
-        try:
-            x = float(value.replace(",", ""))
-        except ValueError:
-            raise Rejected(reason, f"{name}={value[:40]!r} is not a number") from None
-    elif value is None:
-        raise Rejected("missing_field", f"{name} is null")
-    else:
-        raise Rejected(reason, f"{name} is {type(value).__name__}, expected a number")
-    if not math.isfinite(x):
-        raise Rejected(reason, f"{name}={value!r} is not finite")
-    return x
-
-
-def seconds(value: Any, name: str, per_second: int = 1) -> int:
-    """Unix seconds from a number of ``1/per_second`` seconds (1000 for milliseconds)."""
-    x = number(value, name, "bad_timestamp")
-    t = int(x // per_second)
-    if t < 0 or t > LATEST_SECONDS:
-        unit = "seconds" if per_second == 1 else "milliseconds"
-        raise Rejected("bad_timestamp", f"{name}={value!r} is not a plausible Unix time in {unit}")
-    return t
-
-
-def text(value: Any) -> str | None:
-    """A nullable free-text field: strings kept (empty → null), other scalars as text."""
-    if type(value) is str:
-        return value or None
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return " ".join(str(v) for v in value if v) or None
-    return str(value)
-
-
-_SCRIPT = re.compile(r"<(script|style)\b.*?(</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
-
-
-def clean_text(value: Any, limit: int) -> str | None:
-    """Display text from scraped HTML: scripts and tags removed, entities unescaped, spaces
-    collapsed, at most ``limit`` characters (cut at a word)."""
-    s = text(value)
-    if s is None:
-        return None
-    if "<" in s or "&" in s:
-        s = html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", s)))
-    s = _SPACE.sub(" ", s).strip()
-    if len(s) > limit:
-        s = s[:limit].rsplit(" ", 1)[0] + "…"
-    return s or None
-
-
-def attributes(*groups: Any) -> list[str]:
-    """Flatten strings / lists / lists of lists into a deduplicated list (first occurrence kept)."""
-    out: dict[str, None] = {}
-
-    def add(v: Any) -> None:
-        if isinstance(v, str):
-            v = v.strip()
-            if v and len(v) <= MAX_TITLE_CHARS:
-                out.setdefault(html.unescape(v) if "&" in v else v)
-        elif isinstance(v, list | tuple):
-            for x in v:
-                add(x)
-
-    for g in groups:
-        add(g)
-    return list(out)
-
-
-# ---- parsing a line ----------------------------------------------------------------------------
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _scrub(obj: Any) -> Any:
     """Replace lone surrogates (legal in JSON escapes, illegal in UTF-8) by U+FFFD, recursively."""
     if isinstance(obj, str):
-        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", obj)
     if isinstance(obj, dict):
         return {_scrub(k): _scrub(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -172,58 +109,138 @@ def parse_line(line: bytes, loose: Callable[[str], Any] | None = None) -> Any:
     raise Rejected("malformed_json", first_error[:200])
 
 
-# ---- the loop ----------------------------------------------------------------------------------
+def _pieces(block: bytes) -> Iterator[bytes]:
+    """Cut a block of whole lines into pieces of about PIECE_BYTES, at line ends."""
+    start = 0
+    while len(block) - start > PIECE_BYTES:
+        cut = block.rfind(b"\n", start, start + PIECE_BYTES) + 1 or block.find(b"\n", start + PIECE_BYTES) + 1
+        if not cut:
+            break
+        yield block[start:cut]
+        start = cut
+    yield block[start:] if start else block
+
+
+def _vectorised(piece: bytes, cols: ReviewColumns, options: pj.ParseOptions, scale: RatingScale | None) -> pa.Table | None:
+    """The piece as INTERACTIONS_SCHEMA rows if it parses and every row passes, else None."""
+    try:
+        t = pj.read_json(io.BytesIO(piece), read_options=pj.ReadOptions(use_threads=False, block_size=len(piece) + 1),
+                         parse_options=options)
+    except (pa.ArrowException, ValueError):
+        return None
+    if t.num_rows != piece.count(b"\n") + (not piece.endswith(b"\n")):
+        return None                                  # blank lines, or two objects on one line: line loop
+    user, item, rating, raw_time = t[cols.user], t[cols.item], t[cols.rating], t[cols.time]
+    if user.null_count or item.null_count or rating.null_count or raw_time.null_count:
+        return None
+    if cols.date_format:
+        raw_time = pc.strptime(raw_time, format=cols.date_format, unit="s", error_is_null=True)
+        if raw_time.null_count:
+            return None
+        raw_time = raw_time.cast(pa.int64())
+    time = pc.divide(raw_time, cols.per_second) if cols.per_second != 1 else raw_time
+    checks = [pc.greater(pc.utf8_length(user), 0), pc.greater(pc.utf8_length(item), 0), pc.is_finite(rating),
+              pc.greater_equal(raw_time, 0), pc.less_equal(time, LATEST_SECONDS)]
+    if scale is not None:
+        steps = pc.divide(pc.subtract(rating, scale.lo), scale.step)
+        checks += [pc.greater_equal(rating, scale.lo), pc.less_equal(rating, scale.hi),
+                   pc.less(pc.abs(pc.subtract(steps, pc.round(steps))), 1e-6)]
+    if not all(pc.all(c).as_py() is not False for c in checks):
+        return None
+    n = t.num_rows
+
+    def text(name: str | None) -> pa.ChunkedArray:
+        if name is None:
+            return pa.chunked_array([pa.nulls(n, pa.string())])
+        col = t[name]
+        return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+
+    return pa.Table.from_arrays([user, item, rating, time, text(cols.review), text(cols.summary)],
+                                schema=INTERACTIONS_SCHEMA)
 
 
 def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict], tuple], *,
                source: str, expected: tuple[str, ...], scale: RatingScale | None = None,
-               loose: Callable[[str], Any] | None = None) -> Iterator[pa.RecordBatch]:
-    """Yield RecordBatches of ``row(record)`` tuples for one JSON-lines file.
+               loose: Callable[[str], Any] | None = None, columns: ReviewColumns | None = None,
+               vectorised: bool = True) -> Iterator[pa.RecordBatch]:
+    """Yield RecordBatches of one JSON-lines file.
 
-    ``stream`` is ``"interactions"`` (rows follow INTERACTIONS_SCHEMA; ratings are checked against
-    ``scale``) or ``"items"`` (ITEMS_SCHEMA; repeated item ids are rejected as ``duplicate_item``).
+    ``stream`` is ``"interactions"`` (INTERACTIONS_SCHEMA; ratings are checked against ``scale``;
+    ``columns`` enables the vectorised path) or ``"items"`` (ITEMS_SCHEMA; repeated item ids are
+    rejected as ``duplicate_item``). ``vectorised=False`` forces the line loop (for tests).
     """
     path = Path(path)
     schema = INTERACTIONS_SCHEMA if stream == "interactions" else ITEMS_SCHEMA
     items = stream == "items"
+    options = columns.parse_options() if columns is not None and vectorised and not items else None
     seen: set[str] = set()
-    rows: list[tuple] = []
-    read = kept = counted = 0                 # counted: records already passed to rejects.count
+    tables: list[pa.Table] = []
+    pending = 0                               # rows in `tables`
+    lineno = read = kept = counted = 0        # counted: records already passed to rejects.count
     reasons: Counter = Counter()
     found: list[str] | None = None
-    for lineno, line in iter_line_bytes(path, rejects, stream):
-        read += 1
-        try:
-            obj = parse_line(line, loose)
-            if type(obj) is not dict:
-                raise Rejected("not_a_record", f"line holds a {type(obj).__name__}, expected an object")
-            if found is None:
-                found = list(obj)[:15]
-            r = row(obj)
-            if items:
-                if r[0] in seen:
-                    raise Rejected("duplicate_item", f"item {r[0]!r} already listed earlier in the file")
-                seen.add(r[0])
-            elif scale is not None and not _on_scale(r[2], scale):
-                raise Rejected("bad_rating", f"rating {r[2]:g} is outside the scale {scale.lo:g}-{scale.hi:g} (step {scale.step:g})")
-        except Rejected as rej:
-            rejects.reject(stream, path, lineno, rej.reason, rej.detail, line)
-            reasons[rej.reason] += 1
-            if read == PROBE_RECORDS and kept == 0:
+    misses = skip = 0                         # back off from the vectorised path while it keeps failing
+    for block in line_blocks(path, rejects, stream):
+        for piece in _pieces(block):
+            table = None
+            if options is not None:
+                if skip:
+                    skip -= 1
+                else:
+                    table = _vectorised(piece, columns, options, scale)
+                    misses = 0 if table is not None else misses + 1
+                    skip = min(2 ** misses - 1, MAX_SKIP)
+            if table is not None:
+                lineno += piece.count(b"\n") + (not piece.endswith(b"\n"))
+                read += table.num_rows
+                kept += table.num_rows
+            else:
+                rows = []
+                for line in piece.split(b"\n"):
+                    lineno += 1
+                    if not line or line.isspace():
+                        continue
+                    read += 1
+                    try:
+                        obj = parse_line(line, loose)
+                        if type(obj) is not dict:
+                            raise Rejected("not_a_record", f"line holds a {type(obj).__name__}, expected an object")
+                        if found is None:
+                            found = list(obj)[:15]
+                        r = row(obj)
+                        if items:
+                            if r[0] in seen:
+                                raise Rejected("duplicate_item", f"item {r[0]!r} already listed earlier in the file")
+                            seen.add(r[0])
+                        elif scale is not None and not _on_scale(r[2], scale):
+                            raise Rejected("bad_rating", f"rating {r[2]:g} is outside the scale {scale.lo:g}-{scale.hi:g} "
+                                                         f"(step {scale.step:g})")
+                    except Rejected as rej:
+                        rejects.reject(stream, path, lineno, rej.reason, rej.detail, line)
+                        reasons[rej.reason] += 1
+                        if read == PROBE_RECORDS and kept == 0:
+                            rejects.count(stream, read - counted)
+                            raise _wrong_source(path, source, stream, expected, found, reasons, read) from None
+                        continue
+                    rows.append(r)
+                    kept += 1
+                if piece.endswith(b"\n"):
+                    lineno -= 1               # split() left an empty piece after the final newline
+                table = _table(rows, schema)
+            tables.append(table)
+            pending += table.num_rows
+            if pending >= BATCH_ROWS:
                 rejects.count(stream, read - counted)
-                raise _wrong_source(path, source, stream, expected, found, reasons, read) from None
-            continue
-        rows.append(r)
-        kept += 1
-        if len(rows) == BATCH_ROWS:
-            rejects.count(stream, read - counted)
-            counted = read
-            yield _batch(rows, schema)
-            rows = []
+                counted = read
+                yield from pa.concat_tables(tables).combine_chunks().to_batches()
+                tables, pending = [], 0
     rejects.count(stream, read - counted)
-    if rows:
-        yield _batch(rows, schema)
-    if read and not kept:
+    if pending:
+        yield from pa.concat_tables(tables).combine_chunks().to_batches()
+    if not read:
+        damaged = " complete" if str(path) in rejects.truncated else ""
+        raise DataError(f"{path}: no{damaged} {stream} records (expected {source} JSON lines with {', '.join(expected)})")
+    if not kept:
         raise _wrong_source(path, source, stream, expected, found, reasons, read)
     log.info("%s: %s %s records read, %s kept", path, f"{read:,}", stream, f"{kept:,}")
 
@@ -235,17 +252,19 @@ def _on_scale(rating: float, scale: RatingScale) -> bool:
     return abs(steps - round(steps)) < 1e-6
 
 
-def _batch(rows: list[tuple], schema: pa.Schema) -> pa.RecordBatch:
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    if not rows:
+        return schema.empty_table()
     columns = zip(*rows, strict=True)
-    return pa.RecordBatch.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
-                                      schema=schema)
+    return pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
+                                schema=schema)
 
 
 def _wrong_source(path: Path, source: str, stream: str, expected: tuple[str, ...], found: list[str] | None,
                   reasons: Counter, read: int) -> DataError:
     what = "the first" if read == PROBE_RECORDS else "all"
     why = ", ".join(f"{k}: {v:,}" for k, v in reasons.most_common(3))
-    seen = ", ".join(found) if found else "no JSON objects"
-    return DataError(f"{path}: {what} {read:,} {stream} records were rejected ({why}); is this a {source} "
-                     f"{'meta' if stream == 'items' else 'review'} file? expected fields {', '.join(expected)}; "
-                     f"found {seen} (see rejects.jsonl)")
+    kind = "meta" if stream == "items" else "review"
+    seen = f"the first object has {', '.join(found)}" if found else "no line is a JSON object"
+    return DataError(f"{path}: {what} {read:,} {stream} records were rejected ({why}); is --source {source} right "
+                     f"for this file? a {source} {kind} line needs {', '.join(expected)}; {seen} (see rejects.jsonl)")

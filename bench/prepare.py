@@ -1,0 +1,159 @@
+"""End-to-end ``reczero data prepare`` throughput and peak memory on Amazon-2018-format dumps.
+
+Generates a reviews file (JSON lines, as ``<Category>.json``) and its ``meta_`` file of N reviews,
+then runs ``reczero data prepare --source amazon2018`` on it in a fresh process under
+``/usr/bin/time`` and records wall time, reviews/s and peak RSS. The dump looks like a real
+category: day-resolution ``unixReviewTime`` (many same-second ties), skewed user activity and item
+popularity, unique review texts of realistic length (~90 words), ~5% rating-only lines, ~0.3%
+duplicate (user, item) pairs, ~1% reviews of items missing from meta, a few malformed lines.
+
+    python bench/prepare.py --sizes 100000,300000,1000000 [--dir /tmp/reczero-bench-prepare] [--gzip]
+        [--results bench/RESULTS.md]
+
+Absolute times depend on the machine and its load; the sizes of one run are comparable with each
+other (cost per review should stay flat if the pipeline is linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## prepare"
+SYLLABLES = "ka lo mi nu pe ra si to vu be da fe go hi ju ke la mo ne po qu re sa ti un ve wa xo yo ze".split()
+
+
+def vocabulary(rng: np.random.Generator, size: int = 4000) -> np.ndarray:
+    words = {"".join(rng.choice(SYLLABLES, rng.integers(1, 4))) for _ in range(size * 2)}
+    return np.array(sorted(words)[:size])
+
+
+def generate(reviews: Path, n: int, seed: int = 0) -> Path:
+    """Write ``reviews`` (n review lines) and ``meta_<name>`` beside it; returns the meta path."""
+    rng = np.random.default_rng(seed)
+    words = vocabulary(rng)
+    n_users, n_items = max(n // 8, 10), max(n // 25, 10)
+    users = (n_users * rng.random(n) ** 2.0).astype(np.int64)        # skewed activity
+    items = (n_items * rng.random(n) ** 3.0).astype(np.int64)        # skewed popularity
+    dup = rng.random(n) < 0.003
+    users[dup], items[dup] = users[np.roll(dup, -1)], items[np.roll(dup, -1)]
+    days = rng.integers(12_800, 17_800, n)                           # 2005..2018, day resolution
+    ratings = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n, p=[0.06, 0.05, 0.09, 0.2, 0.6])
+    lengths = np.clip(rng.lognormal(4.3, 0.7, n).astype(np.int64), 3, 600)
+    text_idx = rng.integers(0, len(words), int(lengths.sum()))
+    ends = np.cumsum(lengths)
+    no_text = rng.random(n) < 0.05
+    malformed = rng.random(n) < 0.0002
+    opener = gzip.open if reviews.suffix == ".gz" else open
+    with opener(reviews, "wb") as fh:
+        lines = []
+        for k in range(n):
+            rec = {"overall": float(ratings[k]), "vote": f"{k % 1500:,}", "verified": bool(k % 3),
+                   "reviewTime": "01 1, 2015", "reviewerID": f"A{users[k]:013d}", "asin": f"B{items[k]:09d}",
+                   "style": {"Format:": " Paperback"}, "reviewerName": "A reader",
+                   "summary": " ".join(words[text_idx[ends[k] - 3:ends[k]]]), "unixReviewTime": int(days[k]) * 86_400}
+            if not no_text[k]:
+                rec["reviewText"] = " ".join(words[text_idx[ends[k] - lengths[k]:ends[k]]])
+            line = orjson.dumps(rec)
+            lines.append(line[: len(line) // 2] if malformed[k] else line)
+            if len(lines) == 65_536:
+                fh.write(b"\n".join(lines) + b"\n")
+                lines = []
+        fh.write(b"\n".join(lines) + b"\n" if lines else b"")
+    meta = reviews.with_name("meta_" + reviews.name)
+    cats = [["Books", "Literature & Fiction", w] for w in words[:40]]
+    with opener(meta, "wb") as fh:
+        for item in range(n_items):
+            if item % 97 == 5:                                         # ~1% of reviewed items have no meta
+                continue
+            rec = {"category": cats[item % 40], "description": [" ".join(words[rng.integers(0, len(words), 40)])],
+                   "title": " ".join(words[rng.integers(0, len(words), 4)]).title(), "also_buy": [], "brand": "",
+                   "feature": [], "rank": "1,234 in Books (", "main_cat": "Books", "price": "$9.99",
+                   "asin": f"B{item:09d}"}
+            fh.write(orjson.dumps(rec) + b"\n")
+    return meta
+
+
+def run_prepare(reviews: Path, meta: Path, out: Path) -> dict:
+    """Run the CLI in a fresh process under /usr/bin/time; returns seconds, peak RSS and the manifest."""
+    cmd = [sys.executable, "-m", "reczero.cli", "-q", "data", "prepare", "--source", "amazon2018",
+           "--input", str(reviews), "--meta", str(meta), "--out", str(out), "--overwrite"]
+    stats = out.with_suffix(".time")
+    start = time.perf_counter()
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(stats), *cmd], check=True,
+                   env={**os.environ, "TQDM_DISABLE": "1"})
+    seconds = time.perf_counter() - start
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"seconds": seconds, "peak_rss_mib": int(stats.read_text().split()[-1]) / 1024, "manifest": manifest}
+
+
+def record(rows: list[dict], results: Path, gz: bool) -> None:
+    """Replace the ``## prepare`` section of RESULTS.md (other sections are left as they are)."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    lines = [SECTION, "",
+             f"`python bench/prepare.py --sizes {','.join(str(r['n']) for r in rows)}{' --gzip' if gz else ''}` — "
+             f"{when}, {platform.machine()}, {os.cpu_count()} cores (shared; 1-min load {load:.1f} at the end), "
+             f"Python {platform.python_version()}. End to end: `reczero data prepare --source amazon2018` in a "
+             "fresh process (read + parse + checks + dedupe + split + histories + Parquet). Peak RSS from "
+             "`/usr/bin/time`.", "",
+             "| reviews | input MiB | kept | seconds | reviews/s | µs/review | peak RSS MiB |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['n']:,} | {r['mib']:.0f} | {r['kept']:,} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} "
+                     f"| {1e6 * r['seconds'] / r['n']:.1f} | {r['peak_rss_mib']:.0f} |")
+    lines += ["", "Targets: >= 50,000 reviews/s at 1M, peak RSS <= 3 GiB, cost per review flat in N.", ""]
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nMeasured with the scripts in `bench/`.\n\n"
+    head, found, rest = text.partition(SECTION)
+    if found:
+        nxt = rest.find("\n## ")
+        rest = rest[nxt + 1:] if nxt >= 0 else ""
+        text = head + "\n".join(lines) + ("\n" + rest if rest else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+    results.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="100000,300000,1000000")
+    ap.add_argument("--dir", default="/tmp/reczero-bench-prepare")
+    ap.add_argument("--gzip", action="store_true", help="Gzip the dumps (as downloaded).")
+    ap.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="'' to skip recording.")
+    args = ap.parse_args()
+    work = Path(args.dir)
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        reviews = work / f"Books_{n}.json{'.gz' if args.gzip else ''}"
+        if not reviews.exists():
+            t = time.perf_counter()
+            partial = reviews.with_name("partial_" + reviews.name)
+            generate(partial, n)
+            partial.with_name("meta_" + partial.name).replace(reviews.with_name("meta_" + reviews.name))
+            partial.replace(reviews)
+            print(f"generated {reviews} in {time.perf_counter() - t:.1f} s", flush=True)
+        meta = reviews.with_name("meta_" + reviews.name)
+        r = run_prepare(reviews, meta, work / f"out_{n}")
+        counts = r["manifest"]["counts"]
+        rows.append({"n": n, "mib": reviews.stat().st_size / 2**20, "kept": counts["kept"], **r})
+        print(f"{n:>9,} reviews: {r['seconds']:.1f} s, {n / r['seconds']:,.0f} reviews/s, "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB, rejected {counts['rejected']}", flush=True)
+    if args.results:
+        record(rows, Path(args.results), args.gzip)
+
+
+if __name__ == "__main__":
+    main()

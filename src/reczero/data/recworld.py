@@ -1,0 +1,363 @@
+"""RecWorld: the embedded synthetic world, with a known generative model and so a known Bayes floor.
+
+The generative model (every number is a field of :class:`WorldParams`, recorded in the manifest):
+
+* **Attributes.** 32 single words (``recworld_text.ATTRIBUTES``): 12 genres, 10 moods, 10 styles.
+* **Items.** One genre plus 0–2 moods/styles (1–3 attributes, P = .25/.45/.30 for 1/2/3), a
+  title of 2–4 words, a one- or two-sentence description naming the attributes and a quality word,
+  a latent quality ``q_i ~ N(0, item_quality_sd)``, a Zipf popularity ``rank^-popularity_exponent``
+  and a release time: 0 for the catalogue, uniform over the first 95% of the span for the
+  ``late_item_fraction`` released later (cold items in the test split).
+* **Users.** A rating bias ``b_u ~ N(0, user_bias_sd)``; ``liked_per_user`` liked attributes
+  (affinity ``+like_weight``) and ``disliked_per_user`` disliked ones (``-dislike_weight``), the
+  other attributes neutral (0); a long-tailed activity ``n_u`` (log-normal with mean
+  ``interactions_per_user``, at least ``min_interactions``); an arrival time uniform over the first
+  90% of the span (late arrivals are the cold users of the test split).
+* **Choice.** Each user picks ``n_u`` distinct items with probability ∝ ``popularity_i ·
+  exp(choice_temperature · taste_ui)`` (Gumbel top-k), so people mostly pick what they like, as on
+  real sites; each interaction happens uniformly between ``max(arrival_u, release_i)`` and the end
+  of the span.
+* **Ratings.** ``taste_ui = Σ_{a ∈ attributes(i)} affinity_ua``; the expected rating is
+  ``m_ui = global_mean + b_u + q_i + taste_ui``; the rating is ``m_ui + N(0, noise²)`` rounded to
+  the step (1 or 0.5) and clipped to 1–5.
+* **Text** (``recworld_text``): reviews open with a sentiment sentence chosen by the rating, then
+  say for each of the item's attributes whether the user likes, dislikes or does not mind it, and
+  with probability ``reveal_prob`` name one more of the user's tastes that the item lacks.
+
+**The Bayes floor.** Given the true ``m_ui`` the rating's predictive distribution is exact:
+``P(y = k) = Φ((k + h − m)/σ) − Φ((k − h − m)/σ)`` over the rating grid (half step ``h``, outer
+edges at ±∞ for the clipping). The best MAE predictor is its median, the best RMSE predictor its
+mean; :func:`bayes_floor` scores both against the realised ratings of each split (no Monte Carlo).
+
+**How the defaults were tuned** (``bench/recworld.py``, figures in ``bench/RESULTS.md``): the
+targets are a floor ≥ 25% below biased MF's test MAE and a history-only reader (ridge regression on
+features of the visible prompt) closing ≥ half of the MF-to-floor gap. TODO
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from reczero.data import recworld_text as text
+from reczero.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, MANIFEST, RatingScale
+from reczero.errors import DataError
+
+log = logging.getLogger(__name__)
+
+START = 1420070400          # 2015-01-01T00:00:00Z
+SPAN = 5 * 365 * 86400      # five years, in seconds
+N_GENRES = len(text.GENRES)
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Every parameter of the generative model (the manifest's ``world``)."""
+
+    users: int = 2000
+    items: int = 600
+    interactions_per_user: float = 25.0
+    noise: float = 0.6
+    half_stars: bool = False
+    seed: int = 0
+    global_mean: float = 3.3
+    user_bias_sd: float = 0.35
+    item_quality_sd: float = 0.45
+    liked_per_user: tuple[int, int] = (2, 4)        # inclusive range, uniform
+    disliked_per_user: tuple[int, int] = (2, 3)
+    like_weight: float = 0.9
+    dislike_weight: float = 1.1
+    choice_temperature: float = 1.0
+    popularity_exponent: float = 0.7
+    activity_sigma: float = 0.9
+    min_interactions: int = 3
+    late_item_fraction: float = 0.2
+    user_lifetime: float = 0.4                     # mean active span of a user, fraction of the five years
+    min_visit: float = 0.02
+    reveal_prob: float = 0.5
+    description_noise: float = 0.3                 # in item-quality standard deviations
+
+    @property
+    def scale(self) -> RatingScale:
+        return RatingScale(1.0, 5.0, 0.5 if self.half_stars else 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(attributes=list(text.ATTRIBUTES), start=START, span_seconds=SPAN)
+        return d
+
+
+@dataclass
+class World:
+    """A generated world: latent parameters and the interactions drawn from them.
+
+    Users, items and attributes are indices; interactions are parallel arrays sorted by
+    (timestamp, user, item).
+    """
+
+    params: WorldParams
+    user_bias: np.ndarray          # (U,)
+    affinity: np.ndarray           # (U, A) +like_weight / -dislike_weight / 0
+    item_quality: np.ndarray       # (I,)
+    item_attributes: np.ndarray    # (I, 3) attribute ids, -1 = none
+    titles: list[str]
+    descriptions: list[str]
+    user: np.ndarray               # (n,) interaction arrays
+    item: np.ndarray
+    timestamp: np.ndarray
+    expected: np.ndarray           # m_ui, the latent expected rating before noise
+    rating: np.ndarray
+    review: pa.Array
+    summary: pa.Array
+
+    @property
+    def user_ids(self) -> pa.Array:
+        return _ids("U", self.params.users)
+
+    @property
+    def item_ids(self) -> pa.Array:
+        return _ids("I", self.params.items)
+
+    def items_table(self) -> pa.Table:
+        attrs = [[text.ATTRIBUTES[a] for a in row if a >= 0] for row in self.item_attributes.tolist()]
+        return pa.table([self.item_ids, pa.array(self.titles), pa.array(attrs, pa.list_(pa.string())),
+                         pa.array(self.descriptions)], schema=ITEMS_SCHEMA)
+
+    def interactions_table(self) -> pa.Table:
+        return pa.table([
+            self.user_ids.take(pa.array(self.user)), self.item_ids.take(pa.array(self.item)),
+            pa.array(self.rating), pa.array(self.timestamp), self.review, self.summary,
+        ], schema=INTERACTIONS_SCHEMA)
+
+
+def _ids(prefix: str, n: int) -> pa.Array:
+    width = len(str(n - 1))
+    return pa.array([f"{prefix}{k:0{width}d}" for k in range(n)])
+
+
+# ------------------------------------------------------------------------------------------------
+# Generation
+# ------------------------------------------------------------------------------------------------
+
+
+def generate(p: WorldParams) -> World:
+    """Draw a world from ``p`` (deterministic in ``p.seed``; independent streams per part)."""
+    rng_items, rng_users, rng_choice, rng_noise, rng_text = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(p.seed).spawn(5))
+    n_attr = len(text.ATTRIBUTES)
+
+    # Items: one genre + 0..2 moods/styles, quality, popularity, release time.
+    n_extra = rng_items.choice(3, size=p.items, p=(0.25, 0.45, 0.30))
+    genre = rng_items.integers(0, N_GENRES, p.items)
+    extras = N_GENRES + np.argsort(rng_items.random((p.items, n_attr - N_GENRES)), axis=1)[:, :2]
+    attrs = np.stack([genre, np.where(n_extra >= 1, extras[:, 0], -1),
+                      np.where(n_extra >= 2, extras[:, 1], -1)], axis=1)
+    onehot = np.zeros((p.items, n_attr), np.float32)
+    rows = np.repeat(np.arange(p.items), 3)
+    valid = attrs.ravel() >= 0
+    onehot[rows[valid], attrs.ravel()[valid]] = 1.0
+    quality = rng_items.normal(0.0, p.item_quality_sd, p.items)
+    log_pop = -p.popularity_exponent * np.log1p(rng_items.permutation(p.items)).astype(np.float32)
+    late = rng_items.random(p.items) < p.late_item_fraction
+    release = np.where(late, rng_items.uniform(0.0, 0.98, p.items), 0.0)
+    qwords = text.quality_word_index(quality, p.item_quality_sd, p.description_noise, rng_items)
+    titles = text.make_titles(p.items, rng_items)
+    descriptions = [text.make_description([a for a in row if a >= 0], q)
+                    for row, q in zip(attrs.tolist(), qwords.tolist(), strict=True)]
+
+    # Users: bias, liked/disliked attributes, activity, arrival.
+    bias = rng_users.normal(0.0, p.user_bias_sd, p.users)
+    n_liked = rng_users.integers(p.liked_per_user[0], p.liked_per_user[1] + 1, p.users)
+    n_disliked = rng_users.integers(p.disliked_per_user[0], p.disliked_per_user[1] + 1, p.users)
+    rank = np.argsort(np.argsort(rng_users.random((p.users, n_attr)), axis=1), axis=1)
+    liked = rank < n_liked[:, None]
+    disliked = ~liked & (rank < (n_liked + n_disliked)[:, None])
+    affinity = (p.like_weight * liked - p.dislike_weight * disliked).astype(np.float32)
+    # Activity: a lifetime count n_u (log-normal) spread over [arrival, arrival + lifetime]; only
+    # the part inside the span is observed, so late arrivals are few-interaction (cold) users. The
+    # lifetime counts are scaled so that the observed mean is interactions_per_user.
+    arrival = rng_users.uniform(0.0, 1.0, p.users)
+    lifetime = np.maximum(rng_users.exponential(p.user_lifetime, p.users), 0.01)
+    seen = np.minimum(lifetime, 1.0 - arrival) / lifetime
+    base = rng_users.lognormal(-p.activity_sigma**2 / 2, p.activity_sigma, p.users)
+    cap = max(p.min_interactions, p.items // 2)
+    scale = p.interactions_per_user
+    for _ in range(4):               # fixed point: observed mean == interactions_per_user
+        activity = np.clip(np.rint(np.maximum(base * scale, p.min_interactions) * seen), 1, cap).astype(np.int64)
+        scale *= p.interactions_per_user / activity.mean()
+    end = arrival + np.minimum(lifetime, 1.0 - arrival)
+
+    # Choice: Gumbel top-n_u over popularity * exp(temperature * taste), in chunks of users.
+    user_parts, item_parts, taste_parts = [], [], []
+    chunk = max(1, 8_000_000 // p.items)
+    for lo in range(0, p.users, chunk):
+        hi = min(lo + chunk, p.users)
+        taste = affinity[lo:hi] @ onehot.T                                     # (c, I)
+        keys = log_pop + p.choice_temperature * taste - np.log(-np.log(rng_choice.random(taste.shape)))
+        k = int(activity[lo:hi].max())
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, 1), axis=1), 1)
+        take = np.arange(k)[None, :] < activity[lo:hi, None]
+        user_parts.append(np.broadcast_to(np.arange(lo, hi)[:, None], top.shape)[take])
+        item_parts.append(top[take])
+        taste_parts.append(np.take_along_axis(taste, top, 1)[take])
+    user, item, taste = (np.concatenate(x) for x in (user_parts, item_parts, taste_parts))
+    # A release after the user's window is a late visit: within min_visit of the release.
+    start = np.maximum(arrival[user], release[item])
+    stop = np.minimum(np.maximum(end[user], start + p.min_visit), 1.0)
+    frac = start + rng_choice.random(len(user)) * (stop - start)
+    timestamp = START + np.floor(frac * SPAN).astype(np.int64)
+
+    order = np.lexsort((item, user, timestamp))
+    user, item, taste, timestamp = user[order], item[order], taste[order].astype(np.float64), timestamp[order]
+    expected = p.global_mean + bias[user] + quality[item] + taste
+    rating = draw_ratings(expected, p.noise, p.scale, rng_noise)
+
+    review, summary = _reviews(p, user, item, rating, attrs, affinity, liked | disliked, rng_text)
+    log.info("RecWorld: %d users, %d items, %d interactions (mean rating %.2f)",
+             p.users, p.items, len(user), rating.mean() if len(rating) else float("nan"))
+    return World(p, bias, affinity, quality, attrs, titles, descriptions,
+                 user, item, timestamp, expected, rating, review, summary)
+
+
+def _reviews(p: WorldParams, user, item, rating, attrs, affinity, tastes, rng) -> tuple[pa.Array, pa.Array]:
+    """Per-interaction inputs of ``recworld_text.compose_reviews`` (all vectorised)."""
+    clause_attr = attrs[item]                                                  # (n, 3)
+    aff = np.take_along_axis(affinity[user], np.maximum(clause_attr, 0), 1)
+    clause_class = np.where(aff > 0, text.LIKED, np.where(aff < 0, text.DISLIKED, text.NEUTRAL))
+    # One of the user's tastes, chosen uniformly; mentioned only if the item lacks it.
+    n_taste = tastes.sum(1)
+    taste_ids = np.argsort(~tastes, axis=1, kind="stable")                    # taste attributes first
+    pick = (rng.random(len(user)) * n_taste[user]).astype(np.int64)
+    reveal = taste_ids[user, pick]
+    reveal_ok = (rng.random(len(user)) < p.reveal_prob) & ~(clause_attr == reveal[:, None]).any(1)
+    reveal = np.where(reveal_ok, reveal, -1)
+    level = np.clip(np.floor(rating + 0.5), 1, 5)
+    return text.compose_reviews(level, clause_attr, clause_class, reveal,
+                                (affinity[user, reveal] > 0).astype(np.int64), rng)
+
+
+def draw_ratings(expected: np.ndarray, noise: float, scale: RatingScale, rng: np.random.Generator) -> np.ndarray:
+    """``expected + N(0, noise²)``, rounded to the scale's step and clipped to its range."""
+    latent = expected + noise * rng.standard_normal(expected.shape)
+    return np.clip(np.round(latent / scale.step) * scale.step, scale.lo, scale.hi)
+
+
+# ------------------------------------------------------------------------------------------------
+# The Bayes floor
+# ------------------------------------------------------------------------------------------------
+
+
+def rating_grid(scale: RatingScale) -> np.ndarray:
+    return np.arange(scale.lo, scale.hi + scale.step / 2, scale.step)
+
+
+def predictive(expected: np.ndarray, noise: float, scale: RatingScale) -> np.ndarray:
+    """(n, K) exact probabilities of each grid rating given the latent expected ratings."""
+    from scipy.special import ndtr
+
+    grid = rating_grid(scale)
+    edges = grid[:-1] + scale.step / 2                                          # (K-1,) inner edges
+    cdf = ndtr((edges[None, :] - np.asarray(expected, np.float64)[:, None]) / noise)
+    n = cdf.shape[0]
+    return np.diff(np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1), axis=1)
+
+
+def bayes_floor(expected: np.ndarray, ratings: np.ndarray, noise: float, scale: RatingScale) -> dict[str, Any]:
+    """MAE of the predictive median and RMSE of the predictive mean, on the realised ``ratings``.
+
+    Also the floor's expectation under the model (``mae_expected``, ``rmse_expected``), which
+    differs from the realised one only by sampling noise.
+    """
+    ratings = np.asarray(ratings, np.float64)
+    if len(ratings) == 0:
+        return {"mae": None, "rmse": None, "n": 0, "method": "exact"}
+    probs = predictive(expected, noise, scale)
+    grid = rating_grid(scale)
+    median = grid[np.argmax(np.cumsum(probs, axis=1) >= 0.5, axis=1)]
+    mean = probs @ grid
+    var = probs @ grid**2 - mean**2
+    return {
+        "mae": float(np.mean(np.abs(ratings - median))),
+        "rmse": float(np.sqrt(np.mean((ratings - mean) ** 2))),
+        "n": int(len(ratings)),
+        "mae_expected": float(np.mean(np.sum(probs * np.abs(grid[None, :] - median[:, None]), axis=1))),
+        "rmse_expected": float(np.sqrt(np.mean(var))),
+        "method": "exact: normal CDF of the rounding/clipping cells given the true expected ratings "
+                  "(median for MAE, mean for RMSE)",
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+# ------------------------------------------------------------------------------------------------
+
+
+def params_from_config(cfg) -> WorldParams:
+    """The world of a :class:`reczero.config.SynthConfig` (its other fields keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(WorldParams)}
+    return WorldParams(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
+
+
+def split_floors(data_dir: Path, world: World) -> dict[str, dict[str, Any]]:
+    """The Bayes floor of each written split, matching its targets to the world's latent ratings."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from reczero.data.schema import SPLITS, split_path
+
+    p = world.params
+    world_keys = world.user * p.items + world.item                            # (user, item) is unique
+    order = np.argsort(world_keys, kind="stable")
+    floors = {}
+    for split in SPLITS:
+        t = pq.read_table(split_path(data_dir, split), columns=["user_id", "item_id", "timestamp", "rating"])
+        u = pc.cast(pc.utf8_slice_codeunits(t["user_id"], 1), "int64").to_numpy()
+        i = pc.cast(pc.utf8_slice_codeunits(t["item_id"], 1), "int64").to_numpy()
+        pos = order[np.searchsorted(world_keys, u * p.items + i, sorter=order)]
+        if not (np.array_equal(world.timestamp[pos], t["timestamp"].to_numpy())
+                and np.array_equal(world.rating[pos], t["rating"].to_numpy())):
+            raise AssertionError(f"{split}: written targets do not match the generated interactions")
+        floors[split] = bayes_floor(world.expected[pos], world.rating[pos], p.noise, p.scale)
+    return floors
+
+
+def synth(cfg) -> int:
+    """`reczero data synth`: generate the world; write the raw dump and/or the prepared dataset."""
+    from reczero.data.recworld_raw import export_raw
+    from reczero.data.samples import write_prepared
+    from reczero.data.schema import read_manifest, write_manifest
+
+    out = None if cfg.raw_only else Path(cfg.out)
+    if out is not None and out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise DataError(f"{out}: already exists and is not empty; pass --overwrite to replace it")
+        if not (out / MANIFEST).is_file():
+            raise DataError(f"{out}: is not a prepared dataset (no {MANIFEST}); refusing to delete it")
+        shutil.rmtree(out)
+    params = params_from_config(cfg)
+    if cfg.raw_format and params.half_stars:      # fail before generating, not after
+        raise DataError(f"--half-stars cannot be exported as {cfg.raw_format}: its ratings are whole stars")
+    world = generate(params)
+    if cfg.raw_format:
+        export_raw(world, cfg.raw_format, Path(cfg.raw_out))
+    if out is None:
+        return 0
+    stats = {"n_interactions": len(world.rating), "mean_rating": round(float(world.rating.mean()), 4),
+             "rating_counts": {f"{k:g}": int((world.rating == k).sum()) for k in rating_grid(params.scale)}}
+    write_prepared(out, world.interactions_table(), world.items_table(), cfg, scale=params.scale,
+                   source="recworld", rejects=None, inputs=[], extra={"world": {**params.to_dict(), **stats}})
+    manifest = read_manifest(out)
+    manifest["bayes"] = split_floors(out, world)
+    write_manifest(out, manifest)
+    for split, f in manifest["bayes"].items():
+        if f["n"]:
+            log.info("Bayes floor on %s: MAE %.4f, RMSE %.4f (%d targets)", split, f["mae"], f["rmse"], f["n"])
+    return 0

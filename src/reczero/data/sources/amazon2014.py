@@ -1,0 +1,86 @@
+"""Amazon reviews 2014 (McAuley et al., SNAP ``reviews_<Category>.json.gz`` / ``meta_<Category>.json.gz``).
+
+Reviews are one JSON object per line — though some of the published files are written as Python
+dict literals, so a review line that is not JSON is read with ``ast.literal_eval`` too. Meta lines
+are always Python literals with single quotes (``{'asin': '0001048791', 'title': ...}``); they are
+read with ``ast.literal_eval`` only, which evaluates literals and nothing else (never ``eval``).
+
+Mapping: ``reviewerID`` → user_id, ``asin`` → item_id, ``overall`` → rating (1–5, step 1),
+``unixReviewTime`` (seconds; else ``reviewTime`` "MM DD, YYYY" as UTC midnight) → timestamp,
+``reviewText`` → review, ``summary`` → summary. Meta: ``categories`` (a list of category paths)
+flattened and deduplicated into attributes, plus ``brand: X``; ``title`` and ``description`` cleaned
+of HTML. ``helpful``, ``price``, ``related`` and ``salesRank`` are not carried: the prompt shows
+what a shopper reads, and sales rank is measured after the reviews it would have to predict.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from reczero.data.schema import RatingScale
+from reczero.data.sources import RejectLog
+from reczero.data.sources._fields import (
+    MAX_TITLE_CHARS,
+    Rejected,
+    attributes,
+    clean_text,
+    describe,
+    ident,
+    labelled,
+    number,
+    seconds,
+    text,
+)
+from reczero.data.sources._jsonl import ReviewColumns, read_jsonl
+
+NAME = "amazon2014"
+DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
+REVIEW_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime")
+COLUMNS = ReviewColumns("reviewerID", "asin", "overall", "unixReviewTime", "reviewText", "summary")
+META_FIELDS = ("asin",)
+
+
+def _review_time(obj: dict) -> int:
+    if "unixReviewTime" in obj:
+        return seconds(obj["unixReviewTime"], "unixReviewTime")
+    day = obj.get("reviewTime")
+    if not isinstance(day, str):
+        raise Rejected("missing_field", "no 'unixReviewTime' (nor 'reviewTime')")
+    try:
+        return int(datetime.strptime(day, "%m %d, %Y").replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        raise Rejected("bad_timestamp", f"reviewTime={day[:40]!r}, expected 'MM DD, YYYY'") from None
+
+
+def review_row(obj: dict) -> tuple:
+    try:
+        user, item, rating = obj["reviewerID"], obj["asin"], obj["overall"]
+    except KeyError as err:
+        raise Rejected("missing_field", f"no {err.args[0]!r}") from None
+    return (ident(user, "reviewerID"), ident(item, "asin"), number(rating, "overall", "bad_rating"),
+            _review_time(obj), text(obj.get("reviewText")), text(obj.get("summary")))
+
+
+def meta_row(obj: dict) -> tuple:
+    if "asin" not in obj:
+        raise Rejected("missing_field", "no 'asin'")
+    return (ident(obj["asin"], "asin"), clean_text(obj.get("title"), MAX_TITLE_CHARS),
+            attributes(obj.get("categories"), labelled("brand", obj.get("brand"))),
+            describe(obj.get("description")))
+
+
+def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = DEFAULT_SCALE,
+                      vectorised: bool = True, **_: object) -> Iterator[pa.RecordBatch]:
+    """Reviews; ratings off ``scale`` (default 1–5) are rejected as ``bad_rating``.
+    ``vectorised=False`` reads line by line only (the reference path, for tests)."""
+    return read_jsonl(path, rejects, "interactions", review_row, source=NAME, expected=REVIEW_FIELDS, scale=scale,
+                      columns=COLUMNS, vectorised=vectorised, loose=ast.literal_eval)
+
+
+def read_items(path: Path, rejects: RejectLog, **_: object) -> Iterator[pa.RecordBatch]:
+    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS, loose=ast.literal_eval)

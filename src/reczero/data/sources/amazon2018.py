@@ -1,0 +1,87 @@
+"""Amazon reviews 2018 (Ni, Li, McAuley; ``<Category>.json.gz`` / ``meta_<Category>.json.gz``).
+
+Both files are strict JSON lines. Mapping: ``reviewerID`` → user_id, ``asin`` → item_id,
+``overall`` → rating (1–5, step 1), ``unixReviewTime`` (seconds) → timestamp, ``reviewText`` (absent
+on many rating-only lines) → review, ``summary`` → summary. ``vote`` ("1,234"), ``style`` and
+``verified`` are not part of the prepared contract and are not read, so their quirks cannot reject a
+record.
+
+Meta: ``title`` and ``description`` (a list of paragraphs, joined) are scraped pages — some hold
+whole ``<script>`` blocks or entity soup — so they are stripped of tags and scripts, unescaped and
+bounded; ``feature`` bullets follow the description. Attributes are ``category`` (whose first entry
+repeats the top category) and ``main_cat``, deduplicated, plus ``brand: X``. ``price``, ``also_buy``,
+``also_view``, ``rank`` and ``similar_item`` are not carried (rank and co-purchases are measured
+after the reviews they would be asked to predict).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from reczero.data.schema import RatingScale
+from reczero.data.sources import RejectLog
+from reczero.data.sources._fields import (
+    MAX_TITLE_CHARS,
+    Rejected,
+    attributes,
+    clean_text,
+    describe,
+    ident,
+    labelled,
+    number,
+    seconds,
+    text,
+)
+from reczero.data.sources._jsonl import ReviewColumns, read_jsonl
+
+NAME = "amazon2018"
+DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
+REVIEW_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime")
+COLUMNS = ReviewColumns("reviewerID", "asin", "overall", "unixReviewTime", "reviewText", "summary")
+META_FIELDS = ("asin",)
+
+
+def review_row(obj: dict) -> tuple:
+    try:
+        user, item, rating, ts = obj["reviewerID"], obj["asin"], obj["overall"], obj["unixReviewTime"]
+    except KeyError as err:
+        raise Rejected("missing_field", f"no {err.args[0]!r}") from None
+    return (ident(user, "reviewerID"), ident(item, "asin"), number(rating, "overall", "bad_rating"),
+            seconds(ts, "unixReviewTime"), text(obj.get("reviewText")), text(obj.get("summary")))
+
+
+def meta_row(obj: dict) -> tuple:
+    if "asin" not in obj:
+        raise Rejected("missing_field", "no 'asin'")
+    return (ident(obj["asin"], "asin"), clean_text(obj.get("title"), MAX_TITLE_CHARS),
+            attributes(obj.get("category"), _main_cat(obj.get("main_cat")), labelled("brand", obj.get("brand"))),
+            describe(obj.get("description"), obj.get("feature")))
+
+
+_ALT = re.compile(r'alt="([^"]*)"')
+
+
+def _main_cat(value: object) -> str | None:
+    """``main_cat``; some are an ``<img>`` logo whose alt text names the store ("Digital Music")."""
+    if not isinstance(value, str):
+        return None
+    if value.startswith("<img"):
+        alt = _ALT.search(value)
+        value = alt.group(1) if alt else ""
+    return clean_text(value, MAX_TITLE_CHARS)
+
+
+def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = DEFAULT_SCALE,
+                      vectorised: bool = True, **_: object) -> Iterator[pa.RecordBatch]:
+    """Reviews; ratings off ``scale`` (default 1–5) are rejected as ``bad_rating``.
+    ``vectorised=False`` reads line by line only (the reference path, for tests)."""
+    return read_jsonl(path, rejects, "interactions", review_row, source=NAME, expected=REVIEW_FIELDS, scale=scale,
+                      columns=COLUMNS, vectorised=vectorised)
+
+
+def read_items(path: Path, rejects: RejectLog, **_: object) -> Iterator[pa.RecordBatch]:
+    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS)

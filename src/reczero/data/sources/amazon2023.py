@@ -1,0 +1,71 @@
+"""Amazon reviews 2023 (Hou et al., McAuley Lab; ``<Category>.jsonl.gz`` / ``meta_<Category>.jsonl.gz``).
+
+Both files are strict JSON lines. The item is the **parent** ASIN (``parent_asin``): variants of one
+product share its reviews, and the meta file is keyed by it; ``asin`` (the variant) is not used.
+Mapping: ``user_id`` → user_id, ``parent_asin`` → item_id, ``rating`` → rating (1–5, step 1),
+``timestamp`` in **milliseconds** → Unix seconds (floor), ``text`` → review, ``title`` → summary.
+``helpful_vote``, ``verified_purchase`` and ``images`` are not carried.
+
+Meta: ``title``; attributes from ``main_category`` and ``categories`` (deduplicated) plus
+``store: X``; description from ``description`` (a list of paragraphs) followed by ``features``,
+cleaned of HTML and bounded. ``average_rating`` and ``rating_number`` are deliberately left out:
+they summarise every review in the dump, including those the model will be asked to predict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from reczero.data.schema import RatingScale
+from reczero.data.sources import RejectLog
+from reczero.data.sources._fields import (
+    MAX_TITLE_CHARS,
+    Rejected,
+    attributes,
+    clean_text,
+    describe,
+    ident,
+    labelled,
+    number,
+    seconds,
+    text,
+)
+from reczero.data.sources._jsonl import ReviewColumns, read_jsonl
+
+NAME = "amazon2023"
+DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
+REVIEW_FIELDS = ("user_id", "parent_asin", "rating", "timestamp")
+COLUMNS = ReviewColumns("user_id", "parent_asin", "rating", "timestamp", "text", "title", per_second=1000)
+META_FIELDS = ("parent_asin",)
+
+
+def review_row(obj: dict) -> tuple:
+    try:
+        user, item, rating, ts = obj["user_id"], obj["parent_asin"], obj["rating"], obj["timestamp"]
+    except KeyError as err:
+        raise Rejected("missing_field", f"no {err.args[0]!r}") from None
+    return (ident(user, "user_id"), ident(item, "parent_asin"), number(rating, "rating", "bad_rating"),
+            seconds(ts, "timestamp", per_second=1000), text(obj.get("text")), text(obj.get("title")))
+
+
+def meta_row(obj: dict) -> tuple:
+    if "parent_asin" not in obj:
+        raise Rejected("missing_field", "no 'parent_asin'")
+    return (ident(obj["parent_asin"], "parent_asin"), clean_text(obj.get("title"), MAX_TITLE_CHARS),
+            attributes(obj.get("main_category"), obj.get("categories"), labelled("store", obj.get("store"))),
+            describe(obj.get("description"), obj.get("features")))
+
+
+def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = DEFAULT_SCALE,
+                      vectorised: bool = True, **_: object) -> Iterator[pa.RecordBatch]:
+    """Reviews; ratings off ``scale`` (default 1–5) are rejected as ``bad_rating``.
+    ``vectorised=False`` reads line by line only (the reference path, for tests)."""
+    return read_jsonl(path, rejects, "interactions", review_row, source=NAME, expected=REVIEW_FIELDS, scale=scale,
+                      columns=COLUMNS, vectorised=vectorised)
+
+
+def read_items(path: Path, rejects: RejectLog, **_: object) -> Iterator[pa.RecordBatch]:
+    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS)

@@ -1,0 +1,84 @@
+"""The base model's card (``BASE/README.md``): what it is, how it was made, what it was never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reczero.models.tiny import SIZES
+
+
+def _row(name: str, m: dict[str, Any] | None) -> str:
+    if not m:
+        return f"| {name} | – | – | – | – | – |"
+    fmt = f"{m['format_rate']:.0%}" if "format_rate" in m else "–"
+    return (f"| {name} | {m['mae']:.3f} | {m['parse_rate']:.0%} | {fmt} | {m['distinct']} | "
+            f"{m['correlation']:.2f} |")
+
+
+def _stage(name: str, s: dict[str, Any] | None, lr: float) -> str:
+    if not s:
+        return f"| {name} | 0 | – | – | – | – |"
+    return (f"| {name} | {s['steps']} | {s['tokens']:,} | {s['first_loss']:.3f} → {s['last_loss']:.3f} | {lr:g} | "
+            f"{s['seconds']:.0f} s |")
+
+
+def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
+    hidden, layers, heads, kv, inter = SIZES[cfg.size]
+    consts = report.get("constants", {})
+    lines = [
+        f"# reczero tiny base ({cfg.size})",
+        "",
+        "A small Qwen2-architecture causal language model built by `reczero base` as a stand-in for a "
+        "pretrained instruct model: it knows the language of its dataset and the answer format, not the "
+        "rating task. RecZero's reinforcement learning starts from here.",
+        "",
+        "## Model",
+        "",
+        f"- Qwen2ForCausalLM, {report['parameters']:,} parameters (tied embeddings): hidden {hidden}, {layers} layers, "
+        f"{heads} attention heads ({kv} key/value), MLP {inter}.",
+        f"- Tokenizer: byte-level BPE trained on the dataset's text, {report['vocab']:,} tokens; ChatML chat template "
+        "with `{% generation %}` markers; the reasoning tags are ordinary (non-special) added tokens, one-decimal "
+        "averages are single tokens, digits are single tokens.",
+        f"- Rating scale {report['scale']['min']:g}–{report['scale']['max']:g} (step {report['scale']['step']:g}).",
+        "",
+        "## How it was made",
+        "",
+        "| stage | steps | tokens | loss (first → last 10%) | peak lr | time |",
+        "|---|---|---|---|---|---|",
+        _stage("pretraining", report.get("pretrain"), cfg.pretrain_lr),
+        _stage("format warm-up", report.get("warmup"), cfg.warmup_lr),
+        "",
+        f"1. **Pretraining** on {report['documents']:,} documents ({report['pretrain_tokens']:,} tokens packed in "
+        f"blocks of {cfg.seq_len}), loss on every token: user pages (each user's *training-split* interactions, "
+        "oldest first, as `- Title [attributes] rated 4: review` lines with running averages) and item pages "
+        "(title, attributes, description, training-split reviews with ratings, running average), in the prompt's "
+        "own line formats.",
+        f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
+        f"`{cfg.template}` template (2/3; the other templates 1/6 each), whose analyses describe another, randomly "
+        "drawn sample; the prompt and the rating tokens carry no loss.",
+        "",
+        "**Never shown**: any validation or test target (rating or review text) — the pretraining text is exactly "
+        "the training split's targets (removed by key if a held-out target were among them) and the item table. "
+        "No rating was ever trained as an *answer*.",
+        "",
+        f"Data: `{cfg.data}`. Seed {cfg.seed}. Built in {report['seconds']:.0f} s on CPU. Full settings: "
+        "`config.yaml`; losses: `log.jsonl`.",
+        "",
+        f"## Measured on {consts and report['greedy']['n'] or 0} validation samples",
+        "",
+        "| reading | MAE | parsed | format | distinct ratings | correlation |",
+        "|---|---|---|---|---|---|",
+        _row("read-off after pretraining (argmax over the rating tokens after `<rate>`)", report.get("after_pretrain")),
+        _row("read-off after the warm-up", report.get("after_warmup")),
+        _row("greedy answers (unparsable → training mean)", report.get("greedy")),
+        "",
+    ]
+    if consts:
+        lines += [f"Constants on the same samples: training mean ({report['train_mean']:.2f}) MAE "
+                  f"{consts['mae_train_mean']:.3f}, training median ({report['train_median']:g}) MAE "
+                  f"{consts['mae_train_median']:.3f}.", "",
+                  "Example greedy answer:", "", "```", report["greedy"]["example"], "```", ""]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,169 @@
+"""The tiny base's text: pretraining documents and format warm-up examples, from a prepared dataset.
+
+What this module chose, and why:
+
+* **Pretraining documents look like the prompt.** A model that has only read plain text in the
+  prompt's own layout learns to read its prompt (a trial here: pretraining on the dataset's text is
+  what made a tiny model's rating depend on the prompt at all). Two kinds of documents, in the
+  prompt's line formats (``prompts.history_line`` and friends):
+
+  - *user pages*: one user's train-split interactions, oldest first, as "- Title [attributes]
+    rated 4: review" lines, in chunks of ``prompt_history`` lines, each chunk ending in "User
+    average: 3.7 (12 ratings)" over all of the user's interactions so far;
+  - *item pages*: the item block of the prompt (title, attributes, description) with its
+    train-split reviews, in chunks of ``prompt_item_reviews``, each ending in "Item average: …".
+
+* **Only training targets are text.** The interactions are exactly the ``train.parquet`` targets
+  (their review text joined from ``interactions.parquet``); validation and test targets are removed
+  by key even if a split were to overlap, and never appear in any document.
+* **Warm-up examples teach the format, not the task**: the real prompt of a training sample and an
+  answer whose analyses describe a *different*, randomly drawn training sample (so they carry no
+  information about this target), followed by ``<rate>`` and the sample's rating, which the
+  trainer keeps out of the loss. The rating prior learned in pretraining is thereby left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from reczero.data import schema
+from reczero.prompts import (
+    average_line,
+    format_answer,
+    format_rating,
+    history_line,
+    item_label,
+    item_review_line,
+)
+
+log = logging.getLogger(__name__)
+
+_KEY = ["user_id", "item_id", "timestamp"]
+
+
+def training_interactions(data_dir: str | Path):
+    """The train split's targets with their review text, items joined: a pandas DataFrame.
+
+    Columns: user_id, item_id, rating, timestamp, review, title, attributes, description.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    data_dir = Path(data_dir)
+    schema.read_manifest(data_dir)
+    train = pq.read_table(schema.split_path(data_dir, "train"), columns=[*_KEY, "rating"]).to_pandas()
+    held_out = [pq.read_table(schema.split_path(data_dir, s), columns=_KEY).to_pandas()
+                for s in ("valid", "test") if schema.split_path(data_dir, s).is_file()]
+    if held_out:
+        held = pd.concat(held_out).drop_duplicates()
+        before = len(train)
+        train = train.merge(held, on=_KEY, how="left", indicator=True)
+        train = train[train["_merge"] == "left_only"].drop(columns="_merge")
+        if len(train) != before:
+            log.warning("%s: %d train targets are also valid/test targets; left out of the base's text",
+                        data_dir, before - len(train))
+    inter_path = data_dir / schema.INTERACTIONS
+    if inter_path.is_file():
+        reviews = pq.read_table(inter_path, columns=[*_KEY, "review"]).to_pandas().drop_duplicates(_KEY)
+        train = train.merge(reviews, on=_KEY, how="left")
+    else:
+        log.warning("%s: no %s; pretraining documents carry ratings without review text", data_dir, schema.INTERACTIONS)
+        train["review"] = None
+    items = pq.read_table(data_dir / schema.ITEMS).to_pandas()
+    train = train.merge(items, on="item_id", how="left")
+    return train.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+
+
+def _chunks(rows: list, size: int):
+    size = max(size, 1)
+    return (rows[i:i + size] for i in range(0, len(rows), size))
+
+
+def user_pages(train, opts: Any, scale: schema.RatingScale) -> list[str]:
+    """One document per chunk of ``opts.prompt_history`` consecutive interactions of a user."""
+    docs = []
+    for _, group in train.groupby("user_id", sort=True):
+        rows = group.to_dict("records")
+        total, n = 0.0, 0
+        for chunk in _chunks(rows, opts.prompt_history):
+            lines = ["User history (oldest first):"]
+            for row in chunk:
+                lines.append(history_line(row, opts.prompt_snippet_chars, scale))
+                total, n = total + row["rating"], n + 1
+            lines.append(average_line("User", total / n, n))
+            docs.append("\n".join(lines))
+    return docs
+
+
+def item_pages(train, items, opts: Any, scale: schema.RatingScale) -> list[str]:
+    """One document per chunk of an item's train reviews (an item without any gets one page)."""
+    by_item = {item_id: g.to_dict("records") for item_id, g in train.groupby("item_id", sort=True)}
+    docs = []
+    for item in items.to_dict("records"):
+        head = [f"Target item: {item_label(item['title'], item['attributes'])}"]
+        if item.get("description"):
+            head.append(f"Description: {item['description']}")
+        rows = by_item.get(item["item_id"], [])
+        if not rows:
+            docs.append("\n".join([*head, average_line("Item", None, 0)]))
+        total, n = 0.0, 0
+        for chunk in _chunks(rows, max(opts.prompt_item_reviews, 5)):
+            lines = [*head, "Earlier reviews of the item (oldest first):"]
+            for row in chunk:
+                lines.append(item_review_line(row, opts.prompt_snippet_chars, scale))
+                total, n = total + row["rating"], n + 1
+            lines.append(average_line("Item", total / n, n))
+            docs.append("\n".join(lines))
+    return docs
+
+
+def pretraining_documents(data_dir: str | Path, opts: Any, seed: int = 0) -> list[str]:
+    """User pages and item pages of the training split, shuffled (``seed``)."""
+    import pyarrow.parquet as pq
+
+    scale = schema.rating_scale(data_dir)
+    train = training_interactions(data_dir)
+    items = pq.read_table(Path(data_dir) / schema.ITEMS).to_pandas()
+    docs = user_pages(train, opts, scale) + item_pages(train, items, opts, scale)
+    random.Random(seed).shuffle(docs)
+    log.info("pretraining text: %d documents from %d training interactions and %d items",
+             len(docs), len(train), len(items))
+    return docs
+
+
+# ----------------------------------------------------------------------------------------------
+# Format warm-up
+# ----------------------------------------------------------------------------------------------
+
+
+def uninformative_parts(donor: dict[str, Any], template: str) -> dict[str, str]:
+    """Step texts written about another sample (``donor``): right shape, no information."""
+    history = list(donor.get("user_history") if donor.get("user_history") is not None else [])
+    titles = [h["title"] for h in history[-2:]]
+    user = (f"The user has rated {int(donor.get('user_n') or 0)} items"
+            + (f", lately {' and '.join(titles)}." if titles else "."))
+    item = f"{item_label(donor.get('item_title'), donor.get('item_attributes'))}."
+    match = f"Weighing the history against {donor.get('item_title')}."
+    if template == "structured":
+        return {"analyze user": user, "analyze item": item, "match": match}
+    if template == "think-answer":
+        return {"think": f"{user} {item} {match}"}
+    return {}
+
+
+def warmup_answers(samples: list[dict[str, Any]], templates: list[str], scale: schema.RatingScale,
+                   rng: random.Random) -> list[tuple[str, str, str]]:
+    """For each sample: (answer text before the rating, the rating as written, text after it).
+
+    The analyses come from another sample drawn at random (a shuffle of the step texts).
+    """
+    out = []
+    for sample, template in zip(samples, templates, strict=True):
+        donor = samples[rng.randrange(len(samples))]
+        answer = format_answer(template, uninformative_parts(donor, template), "\x00", scale)
+        before, after = answer.split("\x00")
+        out.append((before, format_rating(sample["rating"], scale), after))
+    return out

@@ -1,0 +1,105 @@
+"""Quick measurements of a base model on validation samples (written into its model card).
+
+What this module chose, and why:
+
+* **Read-off**: the prompt, an answer with uninformative analyses up to ``<rate>``, then the
+  argmax of the next-token logits *restricted to the rating grid* ("1" … "5"). This reads the
+  model's rating prior even before it knows the format (after pretraining), and shows whether the
+  warm-up kept it.
+* **Greedy generation**: what the model answers by itself — format rate (``rewards.check_format``),
+  parse rate, MAE over all samples with unparsable answers scored at the training mean (the
+  honest fallback of DESIGN.md), and the number of distinct ratings predicted (1 = collapsed to a
+  constant).
+* Constant predictors (training mean and median) on the same samples, for context: a base whose
+  MAE is no better than the median has learned nothing about the prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from reczero.data.schema import RatingScale
+from reczero.prompts import format_rating
+from reczero.rewards import check_format, parse_rating
+
+log = logging.getLogger(__name__)
+
+
+def rating_grid(scale: RatingScale) -> list[float]:
+    n = int(round(scale.span / scale.step))
+    return [scale.lo + k * scale.step for k in range(n + 1)]
+
+
+def grid_token_ids(tokenizer: Any, scale: RatingScale) -> list[int]:
+    ids = []
+    for value in rating_grid(scale):
+        pieces = tokenizer(format_rating(value, scale), add_special_tokens=False)["input_ids"]
+        if len(pieces) != 1:
+            raise ValueError(f"rating {format_rating(value, scale)!r} is {len(pieces)} tokens; read-off needs one")
+        ids.append(pieces[0])
+    return ids
+
+
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def read_off(model: Any, tokenizer: Any, texts: list[str], scale: RatingScale, batch_size: int = 16) -> list[float]:
+    """The most likely rating on the grid after each text (which ends in ``<rate>``)."""
+    import torch
+
+    grid, ids = rating_grid(scale), grid_token_ids(tokenizer, scale)
+    preds: list[float] = []
+    tokenizer.padding_side = "left"
+    with torch.no_grad():
+        for chunk in _batches(texts, batch_size):
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            logits = model(**enc).logits[:, -1, ids]
+            preds += [grid[k] for k in logits.argmax(-1).tolist()]
+    return preds
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy completions, decoded as TRL does (special tokens skipped)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    out: list[str] = []
+    with torch.no_grad():
+        for chunk in _batches(prompts, batch_size):
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def summarise(preds: list[float | None], targets: list[float], fallback: float) -> dict[str, Any]:
+    """MAE (unparsable -> ``fallback``), parse rate and distinct predictions."""
+    y = np.asarray(targets, dtype=float)
+    parsed = [p is not None for p in preds]
+    yhat = np.asarray([p if p is not None else fallback for p in preds], dtype=float)
+    spread = float(np.std([p for p in preds if p is not None])) if any(parsed) else 0.0
+    corr = float(np.corrcoef(y, yhat)[0, 1]) if len(y) > 1 and np.std(yhat) > 0 and np.std(y) > 0 else 0.0
+    return {"n": len(y), "mae": float(np.mean(np.abs(y - yhat))), "parse_rate": float(np.mean(parsed)),
+            "distinct": len({p for p in preds if p is not None}), "spread": spread, "correlation": corr}
+
+
+def constants(targets: list[float], train_mean: float, train_median: float) -> dict[str, float]:
+    y = np.asarray(targets, dtype=float)
+    return {"mae_train_mean": float(np.mean(np.abs(y - train_mean))),
+            "mae_train_median": float(np.mean(np.abs(y - train_median)))}
+
+
+def greedy_eval(model: Any, tokenizer: Any, prompts: list[str], targets: list[float], scale: RatingScale,
+                template: str, fallback: float, max_new_tokens: int = 128) -> dict[str, Any]:
+    completions = generate(model, tokenizer, prompts, max_new_tokens)
+    preds = [parse_rating(c, scale, template) for c in completions]
+    result = summarise(preds, targets, fallback)
+    result["format_rate"] = float(np.mean([check_format(c, template, scale) for c in completions]))
+    result["example"] = completions[0] if completions else ""
+    return result

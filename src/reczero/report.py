@@ -1,0 +1,229 @@
+"""``reczero report``: one self-contained HTML page and a Markdown twin comparing runs.
+
+What this module chose, and why:
+
+* Results are found, not configured: every ``metrics.json`` below the given directories whose
+  ``split`` is the requested one and which has its ``predictions.parquet`` beside it (the layout
+  ``RUN/eval/<split>/`` of model evaluations and baselines, or any ``eval --out`` directory). A
+  run's ``log.jsonl`` is looked for in the results directory and in the run directory above
+  ``eval/<split>``.
+* The table is sorted by MAE, best first, with the dataset's **Bayes floor** (the best possible
+  MAE/RMSE of a known synthetic world) as its own row, and a plain warning beside any method whose
+  predictions are (near-)constant: fewer than :data:`MIN_DISTINCT` distinct values or a standard
+  deviation below :data:`MIN_STD`. A constant can score a respectable MAE; the reader must see it.
+* Figures are PNGs (matplotlib, Agg): written beside ``report.md`` and embedded as base64 in
+  ``report.html`` so the page opens anywhere, offline, as one file.
+* ``claims``: statements with a verdict computed by the caller (the demo), rendered as
+  "holds" / "does not hold"; the report never decides them itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reczero.errors import DataError
+from reczero.predictions import METRICS, PREDICTIONS, read_results
+
+log = logging.getLogger(__name__)
+
+MIN_DISTINCT = 3          # <= 2 distinct predictions is a constant (or a coin)
+MIN_STD = 0.05
+
+
+@dataclass
+class Entry:
+    name: str
+    dir: Path
+    metrics: dict[str, Any]
+    predictions: Any
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def constant(self) -> bool:
+        pred = self.predictions["prediction"]          # from the file itself, whatever wrote the metrics
+        return pred.nunique() < MIN_DISTINCT or float(pred.std(ddof=0)) < MIN_STD
+
+    def warning(self) -> str:
+        if not self.constant:
+            return ""
+        pred = self.predictions["prediction"]
+        return (f"near-constant predictions ({pred.nunique()} distinct values, "
+                f"std {float(pred.std(ddof=0)):.3f}): it ignores its input")
+
+
+def find_results(run_dirs: list[str | Path], split: str) -> list[Entry]:
+    """Every result directory for ``split`` below ``run_dirs``, with its log when there is one."""
+    entries: list[Entry] = []
+    seen: set[Path] = set()
+    for root in map(Path, run_dirs):
+        if not root.exists():
+            raise DataError(f"{root}: no such directory")
+        for path in sorted(root.rglob(METRICS)):
+            res_dir = path.parent.resolve()
+            if res_dir in seen or not (res_dir / PREDICTIONS).is_file():
+                continue
+            try:
+                if json.loads(path.read_text()).get("split") != split:
+                    continue
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: not valid JSON ({err})") from err
+            seen.add(res_dir)
+            res = read_results(res_dir)
+            entries.append(Entry(res.metrics.get("method") or res_dir.name, res_dir, res.metrics, res.predictions,
+                                 _read_log(res_dir)))
+    names = [e.name for e in entries]
+    for e in entries:                                   # the same method twice: name the run too
+        if names.count(e.name) > 1:
+            e.name = f"{e.name} ({_run_root(e.dir).name})"
+    return sorted(entries, key=lambda e: e.metrics["mae"])
+
+
+def _run_root(res_dir: Path) -> Path:
+    return res_dir.parent.parent if res_dir.parent.name == "eval" else res_dir
+
+
+def _read_log(res_dir: Path) -> list[dict[str, Any]]:
+    for path in (res_dir / "log.jsonl", _run_root(res_dir) / "log.jsonl"):
+        if path.is_file():
+            rows = []
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        log.warning("%s:%d: not JSON, skipped in the training curves", path, n)
+            return rows
+    return []
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _table_rows(entries: list[Entry]) -> list[list[str]]:
+    """Methods and Bayes floor(s) sorted by MAE (the floor sits where its MAE puts it, normally on top)."""
+    rows = [(e.metrics["mae"], [e.name, _fmt(e.metrics["mae"]), _fmt(e.metrics["rmse"]),
+                                f"{e.metrics['parse_failure_rate']:.1%}", str(e.metrics["n"]), e.warning()])
+            for e in entries]
+    floors = {(e.metrics["bayes_mae"], e.metrics.get("bayes_rmse")) for e in entries if e.metrics.get("bayes_mae") is not None}
+    rows += [(m, ["Bayes floor (best possible)", _fmt(m), _fmt(r), "–", "–", ""]) for m, r in floors]
+    return [row for _, row in sorted(rows, key=lambda t: t[0])]
+
+
+HEADER = ["method", "MAE", "RMSE", "parse failures", "n", "warning"]
+
+
+def _figures(entries: list[Entry]) -> list[tuple[str, str, Any]]:
+    """(file stem, caption, figure) for every figure there is data for."""
+    from reczero import report_plots as P
+
+    palette = dict(zip([e.name for e in entries], P.colors(len(entries)), strict=True))
+    bayes = next((e.metrics["bayes_mae"] for e in entries if e.metrics.get("bayes_mae") is not None), None)
+    figs = [("mae", "MAE of every method, best on top; the dashed line is the Bayes floor where known.",
+             P.mae_bars([e.name for e in entries], [e.metrics["mae"] for e in entries], bayes, [e.constant for e in entries]))]
+    curves = P.training_curves({e.name: e.log for e in entries if e.log}, palette)
+    if curves is not None:
+        figs.append(("curves", "Training curves from each run's log.jsonl.", curves))
+    preds = {e.name: e.predictions for e in entries}
+    scale = next((e.metrics["rating_scale"] for e in entries if e.metrics.get("rating_scale")), None)
+    truth_all = np.concatenate([p["rating"].to_numpy() for p in preds.values()])
+    lo, hi = (scale["min"], scale["max"]) if scale else (float(truth_all.min()), float(truth_all.max()))
+    step = scale.get("step", 1.0) if scale else 1.0
+    figs.append(("errors", "Error histograms (prediction − rating).",
+                 P.error_histograms({n: (p["prediction"] - p["rating"]).to_numpy() for n, p in preds.items()}, palette, step)))
+    figs.append(("pred_vs_true", "Predictions per true rating (boxes: quartiles; dashed: perfect).",
+                 P.predicted_vs_true({n: (p["rating"].to_numpy(), p["prediction"].to_numpy()) for n, p in preds.items()},
+                                     palette, lo, hi)))
+    buckets = {e.name: e.metrics["mae_by_history"] for e in entries if e.metrics.get("mae_by_history")}
+    if buckets:
+        figs.append(("mae_by_history", "MAE by the user's history length (cold users on the left).",
+                     P.mae_by_history(buckets, palette)))
+    return figs
+
+
+def report(run_dirs: list[str | Path], out: str | Path, split: str = "test", title: str = "reczero report",
+           claims: list[tuple[str, bool]] | None = None) -> Path:
+    """Write ``OUT/report.html`` (self-contained), ``OUT/report.md`` and its PNGs; return the HTML path."""
+    import matplotlib.pyplot as plt
+
+    entries = find_results(run_dirs, split)
+    if not entries:
+        raise DataError(f"no results for split {split!r} below {', '.join(map(str, run_dirs))} "
+                        f"(expected eval/{split}/metrics.json with predictions.parquet beside it)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for stem, caption, fig in _figures(entries):
+        path = out / f"{stem}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        images.append((path, caption))
+    rows = _table_rows(entries)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    (out / "report.md").write_text(_markdown(title, split, rows, images, claims or [], entries, created))
+    html_path = out / "report.html"
+    html_path.write_text(_html(title, split, rows, images, claims or [], entries, created))
+    log.info("report of %d results -> %s", len(entries), html_path)
+    return html_path
+
+
+def _sources(entries: list[Entry]) -> list[str]:
+    return [f"{e.name}: {e.dir}" for e in entries]
+
+
+def _markdown(title, split, rows, images, claims, entries, created) -> str:
+    lines = [f"# {title}", "", f"Split **{split}**, {len(entries)} methods, sorted by MAE (best first). Created {created}.", ""]
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(("**" + c + "**" if j == 5 and c else c) for j, c in enumerate(r)) + " |" for r in rows]
+    if claims:
+        lines += ["", "## Claims", ""] + [f"- {'✅ holds' if ok else '❌ does not hold'}: {text}" for text, ok in claims]
+    for path, caption in images:
+        lines += ["", f"![{caption}]({path.name})", "", f"*{caption}*"]
+    lines += ["", "## Sources", ""] + [f"- `{s}`" for s in _sources(entries)]
+    return "\n".join(lines) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}
+td:first-child,th:first-child,td:last-child{text-align:left}tr.floor{font-style:italic;background:#f3f3f3}
+.warn{color:#b00020;font-weight:600}.ok{color:#1b7f3b;font-weight:600}.no{color:#b00020;font-weight:600}
+img{max-width:100%;border:1px solid #eee;margin-top:.5em}figcaption{color:#555;font-size:.9em}code{font-size:.85em}"""
+
+
+def _html(title, split, rows, images, claims, entries, created) -> str:
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>",
+            f"<p>Split <b>{e(split)}</b>, {len(entries)} methods, sorted by MAE (best first). Created {e(created)}.</p>",
+            "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>"]
+    for r in rows:
+        cls = ' class="floor"' if r[0].startswith("Bayes floor") else ""
+        cells = [f"<td>{e(c)}</td>" for c in r[:5]] + [f'<td class="warn">{"⚠ " + e(r[5]) if r[5] else ""}</td>']
+        body.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    body.append("</table>")
+    if claims:
+        body.append("<h2>Claims</h2><ul>")
+        body += [f'<li><span class="{"ok" if ok else "no"}">{"holds" if ok else "does not hold"}</span>: {e(text)}</li>'
+                 for text, ok in claims]
+        body.append("</ul>")
+    for path, caption in images:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        body.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}"><figcaption>{e(caption)}</figcaption></figure>')
+    body.append("<h2>Sources</h2><ul>" + "".join(f"<li><code>{e(s)}</code></li>" for s in _sources(entries)) + "</ul>")
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>'
+            f"<body>{''.join(body)}</body></html>\n")
+
+
+def report_cli(args) -> int:
+    """``reczero report DIR... --out OUT [--split test] [--title T]``."""
+    path = report(args.runs, args.out, split=args.split, title=args.title)
+    print(f"report: {path} (and {Path(args.out) / 'report.md'})")
+    return 0

@@ -1,0 +1,140 @@
+"""`reczero base`: pretraining text without held-out targets, the warm-up's rating mask, a real tiny run."""
+
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from reczero import cli
+from reczero.config import BaseConfig
+from reczero.data import schema
+from reczero.models import corpus
+from reczero.models.pretrain import IGNORE, check_pieces, warmup_example
+from reczero.prompts import TAG_TOKENS
+
+GENRES = ["drama", "comedy", "sci-fi", "horror"]
+
+
+def write_dataset(root, n_users=10, n_items=6, per_user=7, seed=0):
+    """A small prepared dataset per data/schema.py; held-out reviews carry the marker HELDOUT."""
+    rng = random.Random(seed)
+    items = [{"item_id": f"I{i}", "title": f"Film {i}", "attributes": [GENRES[i % 4]],
+              "description": f"A {GENRES[i % 4]} film number {i}."} for i in range(n_items)]
+    inter = []
+    for u in range(n_users):
+        for k, i in enumerate(rng.sample(range(n_items), min(per_user, n_items))):
+            rating = float(1 + (u + i) % 5)
+            inter.append({"user_id": f"U{u}", "item_id": f"I{i}", "rating": rating,
+                          "timestamp": 1000 + 10 * k + u, "review": None, "summary": None})
+    inter.sort(key=lambda r: r["timestamp"])
+    cut1, cut2 = int(0.7 * len(inter)), int(0.85 * len(inter))
+    split_of = ["train"] * cut1 + ["valid"] * (cut2 - cut1) + ["test"] * (len(inter) - cut2)
+    for n, (row, split) in enumerate(zip(inter, split_of, strict=True)):
+        marker = "HELDOUT" if split != "train" else "seen"
+        row["review"] = f"{marker} review {n}: the {GENRES[int(row['item_id'][1:]) % 4]} parts were fine"
+    by_id = {it["item_id"]: it for it in items}
+    rows = {s: [] for s in schema.SPLITS}
+    for n, (row, split) in enumerate(zip(inter, split_of, strict=True)):
+        earlier = inter[:n]
+        uh = [e for e in earlier if e["user_id"] == row["user_id"]][-10:]
+        ih = [e for e in earlier if e["item_id"] == row["item_id"] and e["user_id"] != row["user_id"]][-10:]
+        allu = [e["rating"] for e in earlier if e["user_id"] == row["user_id"]]
+        alli = [e["rating"] for e in earlier if e["item_id"] == row["item_id"]]
+        item = by_id[row["item_id"]]
+        rows[split].append({
+            "sample_id": schema.sample_id(split, row["user_id"], row["item_id"], row["timestamp"]),
+            "user_id": row["user_id"], "item_id": row["item_id"], "rating": row["rating"], "timestamp": row["timestamp"],
+            "item_title": item["title"], "item_attributes": item["attributes"], "item_description": item["description"],
+            "user_history": [{"item_id": e["item_id"], "title": by_id[e["item_id"]]["title"],
+                              "attributes": by_id[e["item_id"]]["attributes"], "rating": e["rating"],
+                              "review": e["review"][:200], "timestamp": e["timestamp"]} for e in uh],
+            "item_history": [{"user_id": e["user_id"], "rating": e["rating"], "review": e["review"][:200],
+                              "timestamp": e["timestamp"]} for e in ih],
+            "user_n": len(allu), "item_n": len(alli),
+            "user_avg": sum(allu) / len(allu) if allu else None, "item_avg": sum(alli) / len(alli) if alli else None,
+        })
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(items, schema.ITEMS_SCHEMA), root / schema.ITEMS)
+    pq.write_table(pa.Table.from_pylist(inter, schema.INTERACTIONS_SCHEMA), root / schema.INTERACTIONS)
+    for split in schema.SPLITS:
+        pq.write_table(pa.Table.from_pylist(rows[split], schema.SAMPLE_SCHEMA), schema.split_path(root, split))
+    schema.write_manifest(root, {
+        "source": "test", "rating_scale": schema.RatingScale(1, 5).to_dict(),
+        "counts": {"read": len(inter), "kept": len(inter), "rejected": {},
+                   "splits": {s: len(rows[s]) for s in schema.SPLITS}},
+    })
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data") / "ds")
+
+
+def test_pretraining_text_is_the_train_split_only(dataset):
+    docs = corpus.pretraining_documents(dataset, BaseConfig(data=str(dataset), out="x"))
+    text = "\n".join(docs)
+    assert "HELDOUT" not in text
+    train_reviews = pq.read_table(dataset / schema.INTERACTIONS).to_pandas()
+    seen = train_reviews[train_reviews["review"].str.startswith("seen")]["review"]
+    assert len(seen) and all(r in text for r in seen)           # every train review is read (twice: user + item page)
+    assert "User history (oldest first):\n- Film" in text and "Item average:" in text and "rated " in text
+
+
+def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
+    from reczero.models import train_tokenizer
+
+    opts = BaseConfig(data=str(dataset), out="x")
+    tokenizer = train_tokenizer(corpus.pretraining_documents(dataset, opts), 400, scale=schema.RatingScale(1, 5))
+    samples = schema.load_split(dataset, "train").to_dict("records")
+    before, rating, after = corpus.warmup_answers(samples[:1], ["structured"], schema.RatingScale(1, 5),
+                                                  random.Random(0))[0]
+    assert rating == str(int(samples[0]["rating"])) and before.endswith("<rate>") and after == "</rate>"
+    prompt = "<|im_start|>user\nHow will this user rate the target item?<|im_end|>\n<|im_start|>assistant\n"
+    check_pieces(tokenizer, prompt, before, rating, after)
+    ids, labels = warmup_example(tokenizer, prompt, before, rating, after)
+    rate_pos = ids.index(tokenizer.convert_tokens_to_ids("<rate>"))
+    assert labels[rate_pos] == ids[rate_pos]                      # the tag is learned ...
+    assert labels[rate_pos + 1] == IGNORE                          # ... the rating after it is not
+    assert tokenizer.decode([ids[rate_pos + 1]]) == rating
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert all(label == IGNORE for label in labels[:n_prompt])
+    learned = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE])
+    assert learned == before + after + "<|im_end|>"
+
+
+def test_reczero_base_builds_a_loadable_model(dataset, tmp_path):
+    from transformers import AutoTokenizer
+
+    from reczero.models import load_model
+
+    out = tmp_path / "base"
+    rc = cli.main(["base", "--data", str(dataset), "--out", str(out), "--size", "tiny", "--vocab-size", "400",
+                   "--pretrain-epochs", "2", "--warmup-steps", "3", "--batch-size", "4", "--seq-len", "64",
+                   "--eval-samples", "4"])
+    assert rc == 0
+    for name in ("config.json", "README.md", "config.yaml", "log.jsonl", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    stages = {r["stage"] for r in records}
+    assert {"pretrain", "warmup", "eval_greedy", "eval_after_pretrain"} <= stages
+    pre = [r["loss"] for r in records if r["stage"] == "pretrain"]
+    assert pre[-1] < pre[0]                                        # pretraining learned something
+    card = (out / "README.md").read_text()
+    assert "Never shown" in card and "validation samples" in card
+
+    model, tokenizer = load_model(out)
+    assert type(AutoTokenizer.from_pretrained(out)).__name__ == type(tokenizer).__name__ == "Qwen2Tokenizer"
+    for tag in TAG_TOKENS:
+        assert len(tokenizer(tag)["input_ids"]) == 1 and tag not in tokenizer.all_special_tokens
+    enc = tokenizer(["<|im_start|>user\nHow will this user rate Film 1?<|im_end|>\n<|im_start|>assistant\n"],
+                    return_tensors="pt")
+    gen = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    assert gen.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_base_needs_data_and_out(capsys):
+    assert cli.main(["base", "--out", "x"]) == 2
+    assert "--data is required" in capsys.readouterr().err
