@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--data", help="Prepared dataset: prompts from its test split instead of synthetic text.")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=32, help="Exact new tokens per prompt in both runs.")
+    parser.add_argument("--new-tokens", type=int, default=128, help="Exact new tokens per prompt in both runs.")
     parser.add_argument("--hidden-size", type=int, default=192, help="Random model's hidden size.")
     parser.add_argument("--layers", type=int, default=4, help="Random model's layers.")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")

@@ -10,9 +10,9 @@ the training global mean, user+item biases, biased MF, the history-only referenc
 floor of the manifest (MAE and RMSE). It checks the two targets of issue 3: the floor at least 25%
 below biased MF's MAE, and the history-only reference closing at least half of the MF-to-floor gap.
 
-* **Biased MF** is ``reczero.baselines`` when it exists; otherwise the small numpy ALS below
-  (alternating ridge solves of user/item factors and biases; L2 and factors chosen on valid, then
-  refit on train + valid for test, the strongest fair variant).
+* **Biased MF** twice: the project's ``reczero baseline mf`` (SGD, its defaults, early stopping on
+  valid) and the small numpy ALS below (alternating ridge solves of factors and biases; factors and
+  L2 chosen on valid, then refit on train + valid for test). The targets use the better of the two.
 * **The history-only reference** never sees latent parameters: per sample it reads only what a
   prompt shows (user_avg, item_avg, the item's description and attributes, the user's last
   ``history`` entries with their ratings and review snippets) and fits a ridge regression on the
@@ -35,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reczero.baselines import make_baseline
 from reczero.cli import main as reczero_main
 from reczero.data import recworld_text as text
 from reczero.data import schema as S
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+TRIPLE = ["user_id", "item_id", "rating"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,15 +196,21 @@ def floor_table(data: Path) -> tuple[list[tuple[str, float, float]], dict]:
     y = test.rating.to_numpy(float)
     mu = float(train.rating.mean())
     rows = [("global mean (train)", _mae(np.full_like(y, mu), y), _rmse(np.full_like(y, mu), y))]
-    bias = biased_mf(pd.concat([train, valid]), test, 0, 0.0, 5.0)
-    rows.append(("user + item bias", _mae(bias, y), _rmse(bias, y)))
-    mf, best = tuned_mf(train, valid, test, [(f, r) for f in (8, 32) for r in (0.03, 0.1, 0.3)])
-    rows.append((f"biased MF (ALS, {best['factors']} factors, reg {best['reg']})", _mae(mf, y), _rmse(mf, y)))
+    scale = S.rating_scale(manifest)
+    for method, label in (("bias", "user + item bias (reczero baseline bias)"),
+                          ("mf", "biased MF (reczero baseline mf, defaults, early stop on valid)")):
+        model = make_baseline(method, scale=scale, seed=0).fit(train[TRIPLE], valid[TRIPLE])
+        pred = model.predict(test[TRIPLE])
+        rows.append((label, _mae(pred, y), _rmse(pred, y)))
+    als, best = tuned_mf(train, valid, test, [(f, r) for f in (8, 32) for r in (0.03, 0.1, 0.3)])
+    rows.append((f"biased MF (ALS, {best['factors']} factors, reg {best['reg']}, tuned on valid, refit on "
+                 "train+valid)", _mae(als, y), _rmse(als, y)))
     ref = history_reference(train, valid, test, mu)
     rows.append(("history-only reference (ridge on prompt features)", _mae(ref, y), _rmse(ref, y)))
     floor = manifest["bayes"]["test"]
     rows.append(("Bayes floor (true latent parameters)", floor["mae"], floor["rmse"]))
-    mf_mae, ref_mae, fl = rows[2][1], rows[3][1], floor["mae"]
+    mf_mae = min(rows[2][1], rows[3][1])          # the better MF is the harder bar
+    ref_mae, fl = rows[4][1], floor["mae"]
     checks = {"floor_below_mf": 1 - fl / mf_mae, "gap_closed": (mf_mae - ref_mae) / (mf_mae - fl),
               "test_samples": len(test), "cold_user_share": float((test.user_n == 0).mean()),
               "cold_item_share": float((test.item_n == 0).mean())}
@@ -221,7 +229,7 @@ def cmd_floor(args, synth_args: list[str]) -> None:
     lines = ["| method | test MAE | test RMSE |", "|---|---|---|"]
     lines += [f"| {name} | {mae:.4f} | {rmse:.4f} |" for name, mae, rmse in rows]
     lines.append("")
-    lines.append(f"Floor {100 * checks['floor_below_mf']:.1f}% below biased MF (target ≥ 25%); the reference "
+    lines.append(f"Floor {100 * checks['floor_below_mf']:.1f}% below the better biased MF (target ≥ 25%); the reference "
                  f"closes {100 * checks['gap_closed']:.1f}% of the MF-to-floor gap (target ≥ 50%). "
                  f"{checks['test_samples']} test samples, {100 * checks['cold_user_share']:.1f}% with a cold "
                  f"user, {100 * checks['cold_item_share']:.1f}% with a cold item; synth took {seconds:.1f} s.")

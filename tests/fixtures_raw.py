@@ -35,6 +35,13 @@ PLACEHOLDER = "@@BADBYTES@@"
 
 @dataclass
 class RawDump:
+    """The two files written and what a reader must make of them (line numbers are 1-based).
+
+    ``reviews_kept`` is what ``read_interactions`` yields; ``prepare`` then also drops the later
+    ``duplicate_pair`` review (line ``duplicate_line``, reason duplicate) and the review of
+    ``dangling_item`` (line ``dangling_line``, unknown item): ``prepared_kept`` are left.
+    """
+
     reviews: Path
     meta: Path
     reviews_kept: list[tuple[str, str, float, int]]   # (user, item, rating, Unix seconds), file order
@@ -45,7 +52,13 @@ class RawDump:
     dangling_item: str = "B009"
     non_utf8_user_item: tuple[str, str] = ("U2", "B001")
     truncated_line: int | None = None
+    duplicate_line: int = 0
+    dangling_line: int = 0
     lines: dict[str, list[bytes]] = field(default_factory=dict, repr=False)
+
+    @property
+    def prepared_kept(self) -> int:
+        return len(self.reviews_kept) - 2
 
 
 # (user, item, rating, seconds, review text, summary) — the good reviews, in file order
@@ -96,20 +109,23 @@ def _bad_reviews(user_key: str, item_key: str, rating_key: str, time_key: str, t
     ]
 
 
-def _assemble(good: list[bytes], bad: list[tuple[bytes, str]]) -> tuple[list[bytes], dict[int, str]]:
+def _assemble(good: list[bytes], bad: list[tuple[bytes, str]]) -> tuple[list[bytes], dict[int, str], list[int]]:
     """Good lines with a blank line after the 3rd and the bad ones after the 4th; the last good line
-    stays last (it is the one ``truncate`` cuts). Returns the lines and {line number: reason}."""
+    stays last (it is the one ``truncate`` cuts). Returns the lines, {line number: reason} and the
+    line numbers of the good lines."""
     lines: list[bytes] = []
     rejected: dict[int, str] = {}
+    numbers: list[int] = []
     for i, line in enumerate(good):
         lines.append(line)
+        numbers.append(len(lines))
         if i == 2:
             lines.append(b"   ")
         if i == 3:
             for b, reason in bad:
                 lines.append(b)
                 rejected[len(lines)] = reason
-    return lines, rejected
+    return lines, rejected, numbers
 
 
 def _write(path: Path, lines: list[bytes], gz: bool, truncate: bool) -> Path:
@@ -131,19 +147,20 @@ def _dump(directory: Path, names: tuple[str, str], review_lines: list[bytes], ba
     directory.mkdir(parents=True, exist_ok=True)
     gz = gz or truncate
     suffix = ".gz" if gz else ""
-    lines, rejected = _assemble(review_lines, bad_reviews)
+    lines, rejected, numbers = _assemble(review_lines, bad_reviews)
     kept = [(u, i, r, t) for u, i, r, t, _, _ in GOOD]
     truncated_line = None
     if truncate:
         kept.pop()
         truncated_line = len(lines)
         rejected[truncated_line] = "truncated"
-    mlines, mrejected = _assemble(meta_lines, bad_meta)
+    mlines, mrejected, _ = _assemble(meta_lines, bad_meta)
     return RawDump(
         reviews=_write(directory / (names[0] + suffix), lines, gz, truncate),
         meta=_write(directory / (names[1] + suffix), mlines, gz, False),
         reviews_kept=kept, reviews_rejected=rejected, items_kept=[it[0] for it in ITEMS],
-        items_rejected=mrejected, truncated_line=truncated_line, lines={"reviews": lines, "meta": mlines})
+        items_rejected=mrejected, truncated_line=truncated_line, duplicate_line=numbers[6], dangling_line=numbers[5],
+        lines={"reviews": lines, "meta": mlines})
 
 
 def _meta_bad(id_key: str, literal: bool = False) -> list[tuple[bytes, str]]:

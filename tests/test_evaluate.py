@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import types
 from pathlib import Path
@@ -172,6 +173,10 @@ def test_limit_default_out_and_fingerprint(tiny_run, data, forcing, capsys):
 
     assert run_eval(tiny_run, data, "--limit", "4", "--max-new-tokens", "7") == 2   # other generation length
     assert "different evaluation" in capsys.readouterr().err
+    weights = next((tiny_run / "model").glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))   # "retrained"
+    assert run_eval(tiny_run, data, "--limit", "4") == 2
+    assert "weights" in capsys.readouterr().err
 
 
 def test_plain_model_path_needs_out(tiny_run, data, capsys):
@@ -180,9 +185,9 @@ def test_plain_model_path_needs_out(tiny_run, data, capsys):
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_run):
-    from reczero.models import load_model
-
     import torch
+
+    from reczero.models import load_model
 
     model, tokenizer = load_model(tiny_run / "model")
     torch.manual_seed(0)

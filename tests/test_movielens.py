@@ -51,6 +51,7 @@ def test_100k_layout(tmp_path):
     assert m["rating_scale"] == {"min": 1.0, "max": 5.0, "step": 1.0}
     assert m["counts"] == {"read": 7, "kept": 4, "rejected": {"malformed_row": 1, "bad_rating": 1, "duplicate": 1}}
     rejected = {r["reason"]: r for r in map(json.loads, (out / S.REJECTS).read_text().splitlines())}
+    assert len(rejected) == 3 and all(r["stream"] == "interactions" for r in rejected.values())
     assert rejected["malformed_row"]["line"] == 5 and rejected["bad_rating"]["line"] == 4
     items = {r["item_id"]: r for r in pq.read_table(out / S.ITEMS).to_pylist()}
     assert items["10"]["title"] == "Amélie (2001)" and items["10"]["attributes"] == ["Comedy", "Romance"]

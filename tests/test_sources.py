@@ -64,6 +64,18 @@ def test_items_exact_rows_and_rejects(tmp_path, source, gz):
     assert log.read["items"] == 4 + 3
 
 
+@pytest.mark.parametrize("source", FORMATS)
+def test_line_numbers_option(tmp_path, source):
+    dump = WRITERS[source](tmp_path, gz=True)
+    reviews = read(source, "interactions", dump.reviews, RejectLog(), line_numbers=True).to_pylist()
+    lines = {(r["user_id"], r["item_id"], r["timestamp"]): r["line"] for r in reviews}
+    u, i, _, t = dump.reviews_kept[6]
+    assert lines[(u, i, t)] == dump.duplicate_line
+    assert [r["line"] for r in reviews if r["item_id"] == dump.dangling_item] == [dump.dangling_line]
+    items = read(source, "items", dump.meta, RejectLog(), line_numbers=True)
+    assert items.column("line").to_pylist() == [1, 2, 3, 5] and items.schema.names[-1] == "line"
+
+
 def test_format_specific_fields(tmp_path):
     t14 = read("amazon2014", "items", WRITERS["amazon2014"](tmp_path / "a").meta, RejectLog()).to_pylist()
     assert t14[0]["attributes"] == ["Books", "Fiction", "brand: Acme"]
@@ -231,10 +243,11 @@ def test_vectorised_path_matches_line_loop(tmp_path, source, monkeypatch):
     results = []
     for vectorised in (True, False):
         log = RejectLog(tmp_path / f"rejects{vectorised}.jsonl")
-        results.append((read(source, "interactions", path, log, vectorised=vectorised), rejects_of(log, "interactions"),
-                        dict(log.read)))
+        results.append((read(source, "interactions", path, log, vectorised=vectorised, line_numbers=True),
+                        rejects_of(log, "interactions"), dict(log.read)))
     assert results[0][0].equals(results[1][0])
     assert results[0][1:] == results[1][1:] == ({61: "malformed_json", 133: "malformed_json"}, {"interactions": 138})
+    assert results[0][0].column("line").to_pylist() == [n for n in range(1, 140) if n not in (61, 122, 133)]
     assert results[0][0].num_rows == 136
     assert outcomes.count(True) > 10 and outcomes.count(False) >= 2        # both paths were taken
 
@@ -273,3 +286,30 @@ def test_huge_line_is_an_error_not_a_memory_blowup(tmp_path, monkeypatch):
     path.write_bytes(b"[" + b'{"asin": "B1"}, ' * 300_000 + b"]\n")
     with pytest.raises(DataError, match="line 1 is longer than 3 MiB"):
         read("amazon2018", "items", path, RejectLog())
+
+
+def test_field_helpers():
+    from reczero.data.sources._fields import Rejected, attributes, clean_text, seconds
+    from reczero.data.sources.yelp import unix_seconds
+
+    assert clean_text('<div><script type="x">var a = "<b>";</script>Tea &amp; <b>Cakes</b>\n</div>', 100) == "Tea & Cakes"
+    assert clean_text("word " * 100, 22) == "word word word word…"
+    assert clean_text("   ", 10) is None
+    assert attributes([["Books", "Fiction"], ["Books"]], "Arts &amp; Crafts", None, 3) == ["Books", "Fiction", "Arts & Crafts"]
+    assert unix_seconds("2016-03-09 21:43:18") == 1_457_559_798
+    assert unix_seconds("2016-03-09") == 1_457_481_600
+    assert unix_seconds("2016-03-09T23:43:18+02:00") == 1_457_559_798
+    assert seconds(1_457_559_798_999, "timestamp", per_second=1000) == 1_457_559_798
+    for bad in (-5, 1_457_559_798_000, "soon", None, float("nan")):
+        with pytest.raises(Rejected):
+            seconds(bad, "unixReviewTime")
+
+
+def test_half_star_is_off_the_step_in_both_paths(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("".join(json.dumps({"reviewerID": f"U{i}", "asin": "B1", "overall": 3.5 if i == 7 else 4,
+                                        "unixReviewTime": 1_400_000_000}) + "\n" for i in range(20)))
+    for vectorised in (True, False):
+        log = RejectLog(tmp_path / "rejects.jsonl")
+        assert read("amazon2018", "interactions", path, log, vectorised=vectorised).num_rows == 19
+        assert rejects_of(log, "interactions") == {8: "bad_rating"}

@@ -167,6 +167,7 @@ class BaseConfig(PromptOptions):
     batch_size: int = opt(16, "Sequences per optimisation step.")
     seq_len: int = opt(512, "Pretraining sequence length (documents are packed).")
     eval_samples: int = opt(64, "Validation samples on which the base is measured (read-off and greedy MAE, format rate; 0: skip).")
+    threads: int = opt(0, "CPU threads for torch (0: one thread for --size tiny, where more only add overhead; torch's default otherwise).")
     seed: int = opt(0, "Random seed.")
 
 
@@ -203,6 +204,7 @@ class TrainCommon(PromptOptions, LoraOptions):
     use_cpu: bool = opt(False, "Force CPU even when a GPU is present.")
     resume: bool = opt(False, "Continue from the last checkpoint in RUN/checkpoints after an interruption.")
     dry_run: bool = opt(False, "Validate the recipe and print the resolved plan without loading weights or data.")
+    world_size: int | None = opt(None, "Processes the recipe is planned for (accelerate num_processes); --dry-run uses it, default $WORLD_SIZE or 1.")
     seed: int = opt(0, "Random seed.")
 
     def __post_init__(self) -> None:
@@ -227,7 +229,6 @@ class GRPORecipe(TrainCommon):
     max_error: float | None = opt(None, "Answer reward 1 - |y - y_hat| / max_error; default: the rating scale's span.")
     entropy_coef: float = opt(0.0, "Entropy bonus coefficient (TRL); a lever against collapse to one constant answer.")
     mask_truncated_completions: bool = opt(False, "Exclude truncated completions from the loss (DAPO).")
-    world_size: int | None = opt(None, "Processes the recipe is planned for (accelerate num_processes); --dry-run uses it, default $WORLD_SIZE or 1.")
     use_vllm: bool = opt(False, "Generate rollouts with vLLM (GPU only; install the 'gpu' extra).")
     vllm_mode: str = opt("colocate", "vLLM mode: 'colocate' or 'server'.", choices=["colocate", "server"])
     vllm_gpu_memory_utilization: float = opt(0.3, "GPU memory share for vLLM in colocate mode.")

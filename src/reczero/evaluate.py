@@ -13,7 +13,8 @@ What this module chose, and why:
   chunks of :data:`CHUNK_BATCHES` batches; each finished chunk is written atomically to
   ``OUT/partial/chunk-NNNNN.parquet`` (temp file + rename, so a kill never leaves half a chunk).
   A rerun of the same command skips the sample ids already there; ``OUT/partial/fingerprint.json``
-  refuses to mix chunks of a different model, split, prompt or generation length. The final
+  refuses to mix chunks of a different model (or of the same folder retrained since: its files'
+  sizes and times are stamped), split, prompt or generation length. The final
   ``predictions.parquet`` (split order, one row per sample) and ``metrics.json`` are written by
   :func:`reczero.predictions.write_results`, so they agree exactly. ``partial/`` is kept: a rerun
   with a larger ``--limit`` only generates the new samples.
@@ -37,7 +38,7 @@ from reczero.errors import DataError, ReczeroError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BATCHES = 8                # batches per resumable chunk (a kill loses at most one chunk)
+CHUNK_BATCHES = 4                # batches per resumable chunk (a kill loses at most one chunk)
 PARTIAL = "partial"
 FINGERPRINT = "fingerprint.json"
 COLUMNS = ["sample_id", "user_id", "item_id", "rating", "prediction", "parsed", "fallback", "completion", "user_n"]
@@ -171,9 +172,28 @@ def resolve_target(cfg: EvalConfig) -> tuple[str, Path, str]:
     elif is_run:
         out = given / "eval" / cfg.split
     else:
-        raise ConfigError(f"--out is required when --model is not a run directory (no {given / 'model'})")
-    method = cfg.method or (given.resolve().name if given.exists() else cfg.model.rstrip("/").split("/")[-1])
+        raise ConfigError(f"--out is required when --model ({cfg.model}) is a model folder or hub id, not a run directory")
+    if cfg.method:
+        method = cfg.method
+    elif given.exists():            # RUN, or the folder holding a plain model (RUN/model -> RUN)
+        folder = given.resolve()
+        method = folder.parent.name if folder.name == "model" else folder.name
+    else:                           # a hub id: "Qwen/Qwen2.5-7B-Instruct" -> "Qwen2.5-7B-Instruct"
+        method = cfg.model.rstrip("/").split("/")[-1]
     return model, out, method
+
+
+def weights_stamp(model_path: str) -> str | None:
+    """A fingerprint of a local model's files (names, sizes, mtimes), so that chunks predicted by a
+    model that was since retrained in place are not reused; None for a hub id."""
+    import hashlib
+
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return None
+    stat = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir())
+            if f.suffix in (".safetensors", ".bin", ".json") and f.is_file()]
+    return hashlib.sha1(repr(stat).encode()).hexdigest()[:16]
 
 
 def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[list[str]], list[str]]]:
@@ -190,7 +210,7 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
         llm = load_vllm(model_path, seed=cfg.seed)
         tokenizer = load_tokenizer(model_path)
         return tokenizer, lambda prompts: generate_vllm(llm, prompts, max_new_tokens=cfg.max_new_tokens,
-                                                        seed=cfg.seed, progress=False)
+                                                        seed=cfg.seed, progress=True)
 
     from reczero.models import load_model
 
@@ -198,7 +218,7 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
     log.info("loaded %s (%.1fM parameters) on %s", model_path,
              sum(p.numel() for p in model.parameters()) / 1e6, next(model.parameters()).device)
     return tokenizer, lambda prompts: generate(model, tokenizer, prompts, batch_size=cfg.batch_size,
-                                               max_new_tokens=cfg.max_new_tokens, greedy=True, progress=False)
+                                               max_new_tokens=cfg.max_new_tokens, greedy=True, progress=True)
 
 
 def evaluate(cfg: EvalConfig) -> int:
@@ -219,13 +239,14 @@ def evaluate(cfg: EvalConfig) -> int:
         dup = df.loc[df["sample_id"].duplicated(), "sample_id"].iloc[0]
         raise DataError(f"{schema.split_path(cfg.data, cfg.split)}: sample_id {dup!r} occurs more than once")
     global_mean = schema.train_global_mean(cfg.data)
-    save_config(cfg, out)
 
     opts = prompt_options(cfg)
     fingerprint = {"model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
-                   "data": str(Path(cfg.data).resolve()), "split": cfg.split, "backend": cfg.backend,
-                   "max_new_tokens": cfg.max_new_tokens, "prompt": dataclasses.asdict(opts)}
+                   "weights": weights_stamp(model_path), "data": str(Path(cfg.data).resolve()),
+                   "split": cfg.split, "backend": cfg.backend, "max_new_tokens": cfg.max_new_tokens,
+                   "prompt": dataclasses.asdict(opts)}
     store = ChunkStore(out / PARTIAL, fingerprint)
+    save_config(cfg, out)
     done = set(store.read()["sample_id"])
     todo = df[~df["sample_id"].isin(done)].reset_index(drop=True)
     log.info("%s %s: %d samples, %d already predicted in %s, %d to go", method, cfg.split, len(df),

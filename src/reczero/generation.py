@@ -91,7 +91,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, batch_size: int 
     was_training = model.training
     model.eval()
     completions: list[str | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
+    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False)
     try:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):

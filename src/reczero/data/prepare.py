@@ -54,6 +54,9 @@ def prepare(cfg: PrepareConfig) -> int:
     if not inp.exists():
         raise DataError(f"{inp}: input not found (--input; expected a {cfg.source} "
                         f"{'folder' if cfg.source == 'movielens' else 'file'})")
+    for path in [inp, *([Path(cfg.meta)] if cfg.meta else [])]:
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"{path}: is empty; expected {getattr(module, 'EXPECTED', 'a ' + cfg.source + ' file')}")
     scale = rating_scale(cfg, module, inp)
     options = source_options(cfg, scale)
     meta = Path(cfg.meta) if cfg.meta else getattr(module, "default_meta", lambda _, **__: None)(inp, **options)
@@ -127,10 +130,9 @@ def clear_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace a dataset without --overwrite; with it remove only our own files."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory (--out)")
-    present = [name for name in OWN_FILES if (out / name).exists()]
-    if present and not overwrite:
-        raise DataError(f"{out}: already holds a prepared dataset ({', '.join(present)}); pass --overwrite to replace it")
-    for name in present:
+    if (out / S.MANIFEST).exists() and not overwrite:
+        raise DataError(f"{out}: already holds a prepared dataset; pass --overwrite to replace it")
+    for name in (n for n in OWN_FILES if (out / n).exists()):   # a dataset, or what a failed run left
         (out / name).unlink()
     shutil.rmtree(out / SPILL, ignore_errors=True)
 

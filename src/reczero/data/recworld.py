@@ -72,8 +72,8 @@ class WorldParams:
     item_quality_sd: float = 0.45
     liked_per_user: tuple[int, int] = (2, 4)        # inclusive range, uniform
     disliked_per_user: tuple[int, int] = (2, 3)
-    like_weight: float = 0.9
-    dislike_weight: float = 1.1
+    like_weight: float = 1.0
+    dislike_weight: float = 1.4
     choice_temperature: float = 1.0
     popularity_exponent: float = 0.7
     activity_sigma: float = 0.9
@@ -81,7 +81,7 @@ class WorldParams:
     late_item_fraction: float = 0.2
     user_lifetime: float = 0.4                     # mean active span of a user, fraction of the five years
     min_visit: float = 0.02
-    reveal_prob: float = 0.5
+    reveal_prob: float = 1.0
     description_noise: float = 0.3                 # in item-quality standard deviations
 
     @property
@@ -194,18 +194,22 @@ def generate(p: WorldParams) -> World:
         scale *= p.interactions_per_user / activity.mean()
     end = arrival + np.minimum(lifetime, 1.0 - arrival)
 
-    # Choice: Gumbel top-n_u over popularity * exp(temperature * taste), in chunks of users.
+    # Choice: Gumbel top-n_u over popularity * exp(temperature * taste), in chunks of users sorted
+    # by activity (so each chunk's top-k is close to what its users need).
     user_parts, item_parts, taste_parts = [], [], []
-    chunk = max(1, 8_000_000 // p.items)
+    by_activity = np.argsort(activity, kind="stable")
+    chunk = max(1, 4_000_000 // p.items)
     for lo in range(0, p.users, chunk):
-        hi = min(lo + chunk, p.users)
-        taste = affinity[lo:hi] @ onehot.T                                     # (c, I)
-        keys = log_pop + p.choice_temperature * taste - np.log(-np.log(rng_choice.random(taste.shape)))
-        k = int(activity[lo:hi].max())
-        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+        us = by_activity[lo:lo + chunk]
+        taste = affinity[us] @ onehot.T                                        # (c, I)
+        with np.errstate(divide="ignore"):                                      # u = 0 -> key -inf
+            gumbel = -np.log(-np.log(rng_choice.random(taste.shape, dtype=np.float32)))
+        keys = log_pop + p.choice_temperature * taste + gumbel
+        k = int(activity[us].max())
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]                    # k <= items // 2
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, 1), axis=1), 1)
-        take = np.arange(k)[None, :] < activity[lo:hi, None]
-        user_parts.append(np.broadcast_to(np.arange(lo, hi)[:, None], top.shape)[take])
+        take = np.arange(k)[None, :] < activity[us, None]
+        user_parts.append(np.broadcast_to(us[:, None], top.shape)[take])
         item_parts.append(top[take])
         taste_parts.append(np.take_along_axis(taste, top, 1)[take])
     user, item, taste = (np.concatenate(x) for x in (user_parts, item_parts, taste_parts))

@@ -63,14 +63,14 @@ SUMMARIES = (
 )
 # Attribute clauses by the user's affinity class: 0 = disliked, 1 = neutral, 2 = liked.
 CLAUSES = (
-    ("I can't stand {a} stories.", "The {a} side put me off.", "Too much {a} for me."),
+    ("I can't stand {a} stories.", "The {a} side put me off.", "The {a} bits dragged."),
     ("The {a} side was fine.", "Some {a} touches, fine.", "The {a} parts were okay."),
     ("Loved the {a} feel.", "The {a} side won me over.", "I always enjoy {a} stories."),
 )
 # One more of the user's tastes that the item lacks: 0 = disliked, 1 = liked.
 REVEALS = (
-    ("Glad it had no {a}.", "At least there was no {a}."),
-    ("I wish it had more {a}.", "Give me {a} stories any day."),
+    ("Glad it had no {a} moments.", "At least it skipped the {a} stuff."),
+    ("I wish it had more {a} moments.", "Give me {a} stories any day."),
 )
 DISLIKED, NEUTRAL, LIKED = 0, 1, 2
 

@@ -15,9 +15,8 @@ This is the one place that builds prepared datasets: ``data prepare`` (real dump
   checked the same way (``missing_field``, ``duplicate`` item id: the first is kept).
 * **No leakage.** A target at time T sees only interactions with timestamp < T: counts and
   averages use a ``RANGE ... 1 PRECEDING`` frame over integer seconds, so same-second ties are
-  excluded. For histories, a partition sorted by (timestamp, input order) has exactly ``c`` rows
-  earlier than T and they come first, so the window is rows ``[c - N, c)``: a ``ROWS`` frame with
-  per-row offsets. Cost is linear in rows x window, never a list of all earlier rows per target.
+  excluded; histories are the last N of exactly those rows (see ``histories.py`` for how this
+  stays linear in rows x window).
 * **Every interaction is a potential target**; its history may hold earlier interactions of any
   split (what a deployed system would have seen), never the target itself.
 * **Splits.** ``temporal``: interactions ranked by (timestamp, input order) and cut at the

@@ -128,7 +128,7 @@ def run_steps(model: Any, batches: Iterator[dict[str, Any]], steps: int, lr: flo
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
         tokens += int(batch["input_ids"].numel())
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PROBE_RECORDS = 1_000
 PIECE_BYTES = 1 << 20
+LINE = "line"                           # the optional line-number column
 MAX_SKIP = 63                           # pieces read line by line before the vectorised path is tried again
 
 
@@ -121,38 +123,49 @@ def _pieces(block: bytes) -> Iterator[bytes]:
     yield block[start:] if start else block
 
 
-def _vectorised(piece: bytes, cols: ReviewColumns, options: pj.ParseOptions, scale: RatingScale | None) -> pa.Table | None:
-    """The piece as INTERACTIONS_SCHEMA rows if it parses and every row passes, else None."""
+def _vectorised(piece: bytes, lines: int, cols: ReviewColumns, options: pj.ParseOptions,
+                scale: RatingScale | None) -> pa.Table | None:
+    """The piece (of ``lines`` lines) as INTERACTIONS_SCHEMA rows if it parses, has one row per line
+    and every row passes the checks; else None. Few kernels per piece: each costs a pass."""
     try:
         t = pj.read_json(io.BytesIO(piece), read_options=pj.ReadOptions(use_threads=False, block_size=len(piece) + 1),
                          parse_options=options)
     except (pa.ArrowException, ValueError):
         return None
-    if t.num_rows != piece.count(b"\n") + (not piece.endswith(b"\n")):
+    if t.num_rows != lines:
         return None                                  # blank lines, or two objects on one line: line loop
     user, item, rating, raw_time = t[cols.user], t[cols.item], t[cols.rating], t[cols.time]
     if user.null_count or item.null_count or rating.null_count or raw_time.null_count:
+        return None
+    if pc.index(user, "").as_py() >= 0 or pc.index(item, "").as_py() >= 0:
         return None
     if cols.date_format:
         raw_time = pc.strptime(raw_time, format=cols.date_format, unit="s", error_is_null=True)
         if raw_time.null_count:
             return None
         raw_time = raw_time.cast(pa.int64())
-    time = pc.divide(raw_time, cols.per_second) if cols.per_second != 1 else raw_time
-    checks = [pc.greater(pc.utf8_length(user), 0), pc.greater(pc.utf8_length(item), 0), pc.is_finite(rating),
-              pc.greater_equal(raw_time, 0), pc.less_equal(time, LATEST_SECONDS)]
-    if scale is not None:
-        steps = pc.divide(pc.subtract(rating, scale.lo), scale.step)
-        checks += [pc.greater_equal(rating, scale.lo), pc.less_equal(rating, scale.hi),
-                   pc.less(pc.abs(pc.subtract(steps, pc.round(steps))), 1e-6)]
-    if not all(pc.all(c).as_py() is not False for c in checks):
+    t_min, t_max = pc.min_max(raw_time).values()
+    if t_min.as_py() < 0 or t_max.as_py() // cols.per_second > LATEST_SECONDS:
         return None
-    n = t.num_rows
+    r_min, r_max = (v.as_py() for v in pc.min_max(rating).values())
+    if scale is None:
+        if not (math.isfinite(r_min) and math.isfinite(r_max)):
+            return None
+    else:
+        if r_min < scale.lo or r_max > scale.hi:
+            return None
+        try:                                         # on the step: (rating - lo) / step is whole
+            pc.divide(pc.subtract(rating, scale.lo), scale.step).cast(pa.int64())
+        except pa.ArrowInvalid:
+            return None
+    time = pc.divide(raw_time, cols.per_second) if cols.per_second != 1 else raw_time
 
     def text(name: str | None) -> pa.ChunkedArray:
         if name is None:
-            return pa.chunked_array([pa.nulls(n, pa.string())])
+            return pa.chunked_array([pa.nulls(t.num_rows, pa.string())])
         col = t[name]
+        if pc.index(col, "").as_py() < 0:
+            return col
         return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
 
     return pa.Table.from_arrays([user, item, rating, time, text(cols.review), text(cols.summary)],
@@ -162,15 +175,19 @@ def _vectorised(piece: bytes, cols: ReviewColumns, options: pj.ParseOptions, sca
 def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict], tuple], *,
                source: str, expected: tuple[str, ...], scale: RatingScale | None = None,
                loose: Callable[[str], Any] | None = None, columns: ReviewColumns | None = None,
-               vectorised: bool = True) -> Iterator[pa.RecordBatch]:
+               vectorised: bool = True, line_numbers: bool = False) -> Iterator[pa.RecordBatch]:
     """Yield RecordBatches of one JSON-lines file.
 
     ``stream`` is ``"interactions"`` (INTERACTIONS_SCHEMA; ratings are checked against ``scale``;
     ``columns`` enables the vectorised path) or ``"items"`` (ITEMS_SCHEMA; repeated item ids are
     rejected as ``duplicate_item``). ``vectorised=False`` forces the line loop (for tests).
+    ``line_numbers=True`` appends a ``line`` column (int64, 1-based source line of each row), so that
+    later stages can name the line of a record they drop.
     """
     path = Path(path)
     schema = INTERACTIONS_SCHEMA if stream == "interactions" else ITEMS_SCHEMA
+    if line_numbers:
+        schema = schema.append(pa.field(LINE, pa.int64()))
     items = stream == "items"
     options = columns.parse_options() if columns is not None and vectorised and not items else None
     seen: set[str] = set()
@@ -187,11 +204,14 @@ def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict]
                 if skip:
                     skip -= 1
                 else:
-                    table = _vectorised(piece, columns, options, scale)
+                    lines = piece.count(b"\n") + (not piece.endswith(b"\n"))
+                    table = _vectorised(piece, lines, columns, options, scale)
                     misses = 0 if table is not None else misses + 1
                     skip = min(2 ** misses - 1, MAX_SKIP)
             if table is not None:
-                lineno += piece.count(b"\n") + (not piece.endswith(b"\n"))
+                if line_numbers:
+                    table = table.append_column(LINE, pa.array(range(lineno + 1, lineno + lines + 1), pa.int64()))
+                lineno += lines
                 read += table.num_rows
                 kept += table.num_rows
             else:
@@ -222,7 +242,7 @@ def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict]
                             rejects.count(stream, read - counted)
                             raise _wrong_source(path, source, stream, expected, found, reasons, read) from None
                         continue
-                    rows.append(r)
+                    rows.append(r + (lineno,) if line_numbers else r)
                     kept += 1
                 if piece.endswith(b"\n"):
                     lineno -= 1               # split() left an empty piece after the final newline

@@ -75,12 +75,15 @@ def meta_row(obj: dict) -> tuple:
 
 
 def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = DEFAULT_SCALE,
-                      vectorised: bool = True, **_: object) -> Iterator[pa.RecordBatch]:
+                      vectorised: bool = True, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
     """Reviews; ratings off ``scale`` (default 1–5) are rejected as ``bad_rating``.
-    ``vectorised=False`` reads line by line only (the reference path, for tests)."""
+    ``vectorised=False`` reads line by line only (the reference path, for tests);
+    ``line_numbers=True`` adds a ``line`` column (the source line of each row)."""
     return read_jsonl(path, rejects, "interactions", review_row, source=NAME, expected=REVIEW_FIELDS, scale=scale,
-                      columns=COLUMNS, vectorised=vectorised, loose=ast.literal_eval)
+                      columns=COLUMNS, vectorised=vectorised,
+                      line_numbers=line_numbers, loose=ast.literal_eval)
 
 
-def read_items(path: Path, rejects: RejectLog, **_: object) -> Iterator[pa.RecordBatch]:
-    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS, loose=ast.literal_eval)
+def read_items(path: Path, rejects: RejectLog, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
+    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS, loose=ast.literal_eval,
+                      line_numbers=line_numbers)

@@ -37,10 +37,10 @@ NAME = "movielens"
 DEFAULT_SCALE = None                    # detected from the layout
 EXPECTED = "a MovieLens folder with u.data (ml-100k), ratings.dat (ml-1m) or ratings.csv (ml-latest, ml-25m)"
 MAX_TAGS = 20
-LAYOUTS = {                             # name: (ratings, items, delimiter, header, encoding, scale)
-    "100k": ("u.data", "u.item", "\t", False, "latin-1", RatingScale(1.0, 5.0, 1.0)),
-    "1m": ("ratings.dat", "movies.dat", "::", False, "latin-1", RatingScale(1.0, 5.0, 1.0)),
-    "latest": ("ratings.csv", "movies.csv", ",", True, "utf-8", RatingScale(0.5, 5.0, 0.5)),
+LAYOUTS = {          # name: (ratings, items, delimiter of ratings, of items, header, encoding, scale)
+    "100k": ("u.data", "u.item", "\t", "|", False, "latin-1", RatingScale(1.0, 5.0, 1.0)),
+    "1m": ("ratings.dat", "movies.dat", "::", "::", False, "latin-1", RatingScale(1.0, 5.0, 1.0)),
+    "latest": ("ratings.csv", "movies.csv", ",", ",", True, "utf-8", RatingScale(0.5, 5.0, 0.5)),
 }
 
 
@@ -56,7 +56,7 @@ def layout(folder: Path) -> str:
 
 
 def detect_scale(folder: Path) -> RatingScale:
-    scale = LAYOUTS[layout(folder)][5]
+    scale = LAYOUTS[layout(folder)][6]
     log.info("%s: MovieLens %s layout, rating scale %g-%g step %g", folder, layout(folder), scale.lo, scale.hi, scale.step)
     return scale
 
@@ -73,7 +73,7 @@ def input_files(folder: Path) -> list[Path]:
 
 def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = None, **_: object) -> Iterator[pa.RecordBatch]:
     name = layout(path)
-    file, _, delimiter, header, encoding, _ = LAYOUTS[name]
+    file, _, delimiter, _, header, encoding, _ = LAYOUTS[name]
     file_path = Path(path) / file
     read = kept = 0
     for table, lines in _blocks(file_path, rejects, "interactions", ["user", "item", "rating", "time"], delimiter, header, encoding):
@@ -92,13 +92,14 @@ def read_items(path: Path, rejects: RejectLog, **_: object) -> Iterator[pa.Recor
     if not file_path.is_file():
         log.warning("%s: no %s; items get empty text", path, file_path.name)
         return
-    _, _, delimiter, header, encoding, _ = LAYOUTS[name]
+    _, _, _, delimiter, header, encoding, _ = LAYOUTS[name]
     if name == "100k":
         genres = _genres_100k(Path(path) / "u.genre")
         columns = ["item", "title", "release", "video", "url", *(f"g{k}" for k in range(len(genres)))]
     else:
         genres, columns = [], ["item", "title", "genres"]
     tags = _tags(Path(path) / "tags.csv") if name == "latest" else {}
+    read = kept = 0
     for table, lines in _blocks(file_path, rejects, "items", columns, delimiter, header, encoding):
         ids, titles, attrs = [], [], []
         for k, row in enumerate(table.to_pylist()):
@@ -112,15 +113,20 @@ def read_items(path: Path, rejects: RejectLog, **_: object) -> Iterator[pa.Recor
             ids.append(row["item"].strip())
             titles.append(row["title"])
             attrs.append(values + [t for t in tags.get(row["item"].strip(), []) if t not in values])
+        read, kept = read + table.num_rows, kept + len(ids)
         yield pa.RecordBatch.from_arrays([pa.array(ids, pa.string()), pa.array(titles, pa.string()),
                                           pa.array(attrs, pa.list_(pa.string())), pa.nulls(len(ids), pa.string())],
                                          schema=ITEMS_SCHEMA)
+    if not kept:
+        raise DataError(f"{file_path}: no movie could be read ({read:,} lines); expected {', '.join(columns[:3])}, ... "
+                        f"separated by {delimiter!r} (see rejects.jsonl)")
 
 
 def _blocks(path: Path, rejects: RejectLog, stream: str, names: list[str], delimiter: str, header: bool,
             encoding: str) -> Iterator[tuple[pa.Table, list[int]]]:
     """(all-text table, line numbers) per block of whole lines; rows with a wrong column count are
-    counted and rejected as ``malformed_row``, blank lines are skipped (they are not records)."""
+    counted and rejected as ``malformed_row``, blank lines are skipped (they are not records).
+    pyarrow numbers an invalid row among the block's non-blank lines, header included."""
     line0 = 0
     for block in line_blocks(path, rejects, stream):
         if delimiter == "::":
@@ -136,20 +142,19 @@ def _blocks(path: Path, rejects: RejectLog, stream: str, names: list[str], delim
             column_names=names, skip_rows=skip, encoding=encoding, use_threads=False, block_size=len(block) + 1),
             parse_options=pacsv.ParseOptions(delimiter="\x1f" if delimiter == "::" else delimiter,
                                              quote_char='"' if delimiter == "," else False,
-                                             ignore_empty_lines=False, invalid_row_handler=invalid),
+                                             ignore_empty_lines=True, invalid_row_handler=invalid),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}))
         text = block.decode(encoding, errors="replace").split("\n")
-        bad_lines = set()
-        for number in bad:
-            raw = text[number - 1] if number and number <= len(text) else ""
-            if raw.strip():
-                rejects.count(stream)
-                rejects.reject(stream, path, line0 + number, "malformed_row",
-                               f"expected {len(names)} fields separated by {delimiter!r}", raw)
-            bad_lines.add(number)
-        n_lines = block.count(b"\n") + (not block.endswith(b"\n"))
-        lines = [line0 + k for k in range(1 + skip, n_lines + 1) if k not in bad_lines]
-        line0 += n_lines
+        if block.endswith(b"\n"):
+            text.pop()
+        nonblank = [k + 1 for k, raw in enumerate(text) if raw.strip()]   # pyarrow numbers these rows
+        bad_lines = {nonblank[number - 1] for number in bad}
+        for line in sorted(bad_lines):
+            rejects.count(stream)
+            rejects.reject(stream, path, line0 + line, "malformed_row",
+                           f"expected {len(names)} fields separated by {delimiter!r}", text[line - 1])
+        lines = [line0 + k for k in nonblank[skip:] if k not in bad_lines]
+        line0 += len(text)
         rejects.count(stream, table.num_rows)
         yield table, lines[: table.num_rows]
 
