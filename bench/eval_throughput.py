@@ -1,10 +1,12 @@
 """Eval throughput: batched generation (sorted by length, left padded) against one prompt at a time.
 
-Both runs use the same model, the same prompts and greedy decoding with exactly ``--new-tokens``
-new tokens per prompt (``min_new_tokens = max_new_tokens``, so EOS cannot end one run earlier than
-the other). Reports samples/s of each and their ratio. Target (issue 5): >= 5x at batch 32 on 2 cores.
+Both use the same model, the same prompts and greedy decoding with exactly ``--new-tokens`` new
+tokens per prompt (``min_new_tokens = max_new_tokens``, so EOS cannot end one earlier than the
+other; 256 is `reczero eval`'s default budget). They are timed interleaved, group by group, so that
+a shared machine's drifting load hits both alike. Reports samples/s of each and their ratio.
+Target (issue 5): >= 5x at batch 32 on 2 cores.
 
-    python bench/eval_throughput.py                        # tiny random Qwen2 (~2M params), 200 prompts
+    python bench/eval_throughput.py                        # tiny random Qwen2 (~1M params), 200 prompts
     python bench/eval_throughput.py --data DATA            # prompts rendered from DATA's test split
     python bench/eval_throughput.py --base RUN_OR_MODEL    # a base model instead of a random one
 """
@@ -55,8 +57,8 @@ def main() -> None:
     parser.add_argument("--data", help="Prepared dataset: prompts from its test split instead of synthetic text.")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=128, help="Exact new tokens per prompt in both runs.")
-    parser.add_argument("--hidden-size", type=int, default=192, help="Random model's hidden size.")
+    parser.add_argument("--new-tokens", type=int, default=256, help="Exact new tokens per prompt in both runs.")
+    parser.add_argument("--hidden-size", type=int, default=128, help="Random model's hidden size.")
     parser.add_argument("--layers", type=int, default=4, help="Random model's layers.")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads.")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,9 +66,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     import torch
+    from tqdm import tqdm
 
-    from reczero.generation import generate
-    from reczero.models import load_model, make_test_model
+    from reczero.generation import generate, length_order
+    from reczero.models import count_parameters, load_model, make_test_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -74,16 +77,28 @@ def main() -> None:
         path = args.base or make_test_model(Path(tmp) / "model", hidden_size=args.hidden_size,
                                             num_layers=args.layers, seed=args.seed)
         model, tokenizer = load_model(path)
-    params = sum(p.numel() for p in model.parameters())
+    params = count_parameters(model)
     prompts = (dataset_prompts(tokenizer, args.data, args.samples) if args.data
                else synthetic_prompts(tokenizer, args.samples, args.seed))
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, greedy=True, progress=False)
 
     generate(model, tokenizer, prompts[:4], batch_size=4, **kw)          # warm-up (allocator, kernels)
-    t_batched, batched = timed(lambda: generate(model, tokenizer, prompts, batch_size=args.batch_size, **kw))
-    t_single, single = timed(lambda: generate(model, tokenizer, prompts, batch_size=1, **kw))
-    same = sum(a == b for a, b in zip(batched, single, strict=True))
+    # Interleaved, one batch-sized group at a time (longest prompts first, as generate orders them):
+    # on a shared machine the load drifts, and both methods then see the same drift.
+    order = length_order(lengths)
+    t_batched = t_single = 0.0
+    batched, single = {}, {}
+    for start in tqdm(range(0, len(order), args.batch_size), desc="groups", unit="group"):
+        group = order[start:start + args.batch_size]
+        texts = [prompts[i] for i in group]
+        t, out = timed(lambda texts=texts: generate(model, tokenizer, texts, batch_size=args.batch_size, **kw))
+        t_batched += t
+        batched.update(zip(group, out, strict=True))
+        t, out = timed(lambda texts=texts: generate(model, tokenizer, texts, batch_size=1, **kw))
+        t_single += t
+        single.update(zip(group, out, strict=True))
+    same = sum(batched[i] == single[i] for i in range(len(prompts)))
 
     print(f"model: {path if args.base else 'random Qwen2'} ({params / 1e6:.2f}M params, "
           f"hidden {model.config.hidden_size}, {model.config.num_hidden_layers} layers), "

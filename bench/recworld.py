@@ -16,15 +16,18 @@ below biased MF's MAE, and the history-only reference closing at least half of t
 * **The history-only reference** never sees latent parameters: per sample it reads only what a
   prompt shows (user_avg, item_avg, the item's description and attributes, the user's last
   ``history`` entries with their ratings and review snippets) and fits a ridge regression on the
-  training samples. Features: the averages (and whether they exist), the description's quality
-  word, and for the target's attributes, the user's mean rating deviation on history items sharing
-  them and the number of them the history's reviews call liked / disliked / fine.
+  training samples. Features: the averages (and whether they exist, and how many ratings are behind
+  them), the description's quality word, the mean liked-minus-disliked clause count of the user's
+  and of the item's visible reviews (the taste behind each average), and for the target's
+  attributes, the user's mean rating deviation on history items sharing them and the number of
+  them the history's reviews call liked / disliked / fine / never mention.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -236,12 +239,16 @@ def cmd_floor(args, synth_args: list[str]) -> None:
     print("\n".join(lines))
     print(json.dumps(checks))
     if args.record:
-        record("floor", f"`python bench/recworld.py floor {' '.join(synth_args)}`", "\n".join(lines))
+        part = "-".join(["floor", *(a.lstrip("-") for a in synth_args)])
+        record(part, f"`python bench/recworld.py floor {' '.join(synth_args)}`".replace(" `", "`"), "\n".join(lines))
 
 
 def cmd_speed(args, synth_args: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        results = []
+        t0 = time.perf_counter()
+        if reczero_main(["-q", "data", "synth", "--raw-only", *synth_args]):
+            sys.exit(1)
+        results = [("generate only (`--raw-only`, no file)", time.perf_counter() - t0)]
         for fmt in ("amazon2018", "amazon2023", "yelp"):
             raw = Path(tmp) / f"{fmt}.jsonl.gz"
             t0 = time.perf_counter()
@@ -249,13 +256,14 @@ def cmd_speed(args, synth_args: list[str]) -> None:
                                *synth_args])
             if rc:
                 sys.exit(rc)
-            results.append((fmt, time.perf_counter() - t0, raw.stat().st_size))
+            results.append((f"generate + raw {fmt} (.jsonl.gz, {raw.stat().st_size / 1e6:.0f} MB)",
+                            time.perf_counter() - t0))
         t0 = time.perf_counter()
         rc = reczero_main(["-q", "data", "synth", "--out", str(Path(tmp) / "prepared"), *synth_args])
         prepared = time.perf_counter() - t0
         n = S.read_manifest(Path(tmp) / "prepared")["n_interactions"] if rc == 0 else None
     lines = ["| what | reviews | seconds |", "|---|---|---|"]
-    lines += [f"| generate + raw {fmt} (.jsonl.gz, {size / 1e6:.0f} MB) | {n} | {sec:.1f} |" for fmt, sec, size in results]
+    lines += [f"| {what} | {n} | {sec:.1f} |" for what, sec in results]
     lines.append(f"| generate + prepared dataset (splits, histories) | {n} | {prepared:.1f} |")
     print("\n".join(lines))
     if args.record:
@@ -265,7 +273,9 @@ def cmd_speed(args, synth_args: list[str]) -> None:
 def record(part: str, command: str, table: str) -> None:
     """Replace this part of the recworld section of bench/RESULTS.md (other sections untouched)."""
     begin, end = f"<!-- recworld:{part} -->", f"<!-- /recworld:{part} -->"
-    block = (f"{begin}\n{command} — {date.today().isoformat()}, 2 CPU cores shared with other jobs\n\n"
+    load = os.getloadavg()[0]
+    block = (f"{begin}\n{command} — {date.today().isoformat()}, 2 CPU cores shared with other jobs "
+             f"(load average {load:.1f} at the end)\n\n"
              f"{table}\n{end}")
     content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     if begin in content:

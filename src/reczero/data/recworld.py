@@ -1,37 +1,42 @@
 """RecWorld: the embedded synthetic world, with a known generative model and so a known Bayes floor.
 
-The generative model (every number is a field of :class:`WorldParams`, recorded in the manifest):
+The generative model (every number is a field of :class:`WorldParams`, recorded in the manifest's
+``world``; time is a fraction of a five-year span starting 2015-01-01):
 
 * **Attributes.** 32 single words (``recworld_text.ATTRIBUTES``): 12 genres, 10 moods, 10 styles.
-* **Items.** One genre plus 0–2 moods/styles (1–3 attributes, P = .25/.45/.30 for 1/2/3), a
-  title of 2–4 words, a one- or two-sentence description naming the attributes and a quality word,
-  a latent quality ``q_i ~ N(0, item_quality_sd)``, a Zipf popularity ``rank^-popularity_exponent``
-  and a release time: 0 for the catalogue, uniform over the first 95% of the span for the
-  ``late_item_fraction`` released later (cold items in the test split).
+* **Items.** One genre plus 0–2 moods/styles (1–3 attributes, P = .25/.45/.30), a title of 2–4
+  words, a description naming the attributes with a quality word, a latent quality
+  ``q_i ~ N(0, item_quality_sd)``, a Zipf popularity ``rank^-popularity_exponent`` and a release
+  time: 0 for the catalogue, uniform over the span for the ``late_item_fraction`` released later.
 * **Users.** A rating bias ``b_u ~ N(0, user_bias_sd)``; ``liked_per_user`` liked attributes
   (affinity ``+like_weight``) and ``disliked_per_user`` disliked ones (``-dislike_weight``), the
-  other attributes neutral (0); a long-tailed activity ``n_u`` (log-normal with mean
-  ``interactions_per_user``, at least ``min_interactions``); an arrival time uniform over the first
-  90% of the span (late arrivals are the cold users of the test split).
-* **Choice.** Each user picks ``n_u`` distinct items with probability ∝ ``popularity_i ·
-  exp(choice_temperature · taste_ui)`` (Gumbel top-k), so people mostly pick what they like, as on
-  real sites; each interaction happens uniformly between ``max(arrival_u, release_i)`` and the end
-  of the span.
+  others neutral (0); an arrival uniform over the span and an active lifetime ~ Exp(``user_lifetime``);
+  a long-tailed (log-normal) lifetime count of interactions, of which only the part inside the span
+  is observed. Counts are scaled so the observed mean is ``interactions_per_user``. Users arriving
+  late are the cold users of the temporal test split, items released late its cold items.
+* **Choice.** Each user picks distinct items with probability ∝ ``popularity_i ·
+  exp(choice_temperature · taste_ui)`` (Gumbel top-k): people mostly pick what they like, as on real
+  sites. Each interaction happens uniformly inside the user's active window after the release
+  (a release after the window is a late visit within ``min_visit``).
 * **Ratings.** ``taste_ui = Σ_{a ∈ attributes(i)} affinity_ua``; the expected rating is
   ``m_ui = global_mean + b_u + q_i + taste_ui``; the rating is ``m_ui + N(0, noise²)`` rounded to
-  the step (1 or 0.5) and clipped to 1–5.
-* **Text** (``recworld_text``): reviews open with a sentiment sentence chosen by the rating, then
-  say for each of the item's attributes whether the user likes, dislikes or does not mind it, and
-  with probability ``reveal_prob`` name one more of the user's tastes that the item lacks.
+  the step (1, or 0.5 with ``half_stars``) and clipped to 1–5.
+* **Text** (``recworld_text``): a review opens with a sentiment sentence chosen by the rating,
+  says for each of the item's attributes whether the user likes, dislikes or does not mind it, and
+  with probability ``reveal_prob`` names one more of the user's tastes that the item lacks.
 
-**The Bayes floor.** Given the true ``m_ui`` the rating's predictive distribution is exact:
-``P(y = k) = Φ((k + h − m)/σ) − Φ((k − h − m)/σ)`` over the rating grid (half step ``h``, outer
-edges at ±∞ for the clipping). The best MAE predictor is its median, the best RMSE predictor its
-mean; :func:`bayes_floor` scores both against the realised ratings of each split (no Monte Carlo).
+**The Bayes floor** (``recworld_floor``): given the true ``m_ui``, the rating's predictive
+distribution is exact (normal CDF over the rounding cells); its median is the best MAE predictor,
+its mean the best RMSE predictor, and the manifest's ``bayes`` holds their errors per split.
 
-**How the defaults were tuned** (``bench/recworld.py``, figures in ``bench/RESULTS.md``): the
-targets are a floor ≥ 25% below biased MF's test MAE and a history-only reader (ridge regression on
-features of the visible prompt) closing ≥ half of the MF-to-floor gap. TODO
+**How the defaults were tuned** (``python bench/recworld.py floor``, figures in bench/RESULTS.md).
+Targets: the floor ≥ 25% below biased MF's test MAE, and a history-only reader (ridge regression on
+features of the visible prompt, never the latent parameters) closing ≥ half of the MF-to-floor gap.
+The first draft (like 0.9, dislike 1.1, reveal 0.5; users arriving over the first 90% and active
+until the end) had every test user warm and the reader closing only 44%. Giving users lifetimes
+(cold users in test), raising the taste weights to +1.0/−1.4 (taste is what ratings alone learn
+worst, with ~25 ratings per user over 32 attributes) and letting every review reveal one more taste
+(``reveal_prob`` 1.0) moved it to: floor ~38% below MF, reader closing ~57–60% (seeds 0–2).
 """
 
 from __future__ import annotations
@@ -47,8 +52,11 @@ import numpy as np
 import pyarrow as pa
 
 from reczero.data import recworld_text as text
+from reczero.data.recworld_floor import bayes_floor, draw_ratings, predictive, rating_grid, split_floors
 from reczero.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, MANIFEST, RatingScale
 from reczero.errors import DataError
+
+__all__ = ["World", "WorldParams", "bayes_floor", "draw_ratings", "generate", "predictive", "rating_grid", "synth"]
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +195,7 @@ def generate(p: WorldParams) -> World:
     lifetime = np.maximum(rng_users.exponential(p.user_lifetime, p.users), 0.01)
     seen = np.minimum(lifetime, 1.0 - arrival) / lifetime
     base = rng_users.lognormal(-p.activity_sigma**2 / 2, p.activity_sigma, p.users)
-    cap = max(p.min_interactions, p.items // 2)
+    cap = max(1, p.items // 2)
     scale = p.interactions_per_user
     for _ in range(4):               # fixed point: observed mean == interactions_per_user
         activity = np.clip(np.rint(np.maximum(base * scale, p.min_interactions) * seen), 1, cap).astype(np.int64)
@@ -248,57 +256,6 @@ def _reviews(p: WorldParams, user, item, rating, attrs, affinity, tastes, rng) -
                                 (affinity[user, reveal] > 0).astype(np.int64), rng)
 
 
-def draw_ratings(expected: np.ndarray, noise: float, scale: RatingScale, rng: np.random.Generator) -> np.ndarray:
-    """``expected + N(0, noise²)``, rounded to the scale's step and clipped to its range."""
-    latent = expected + noise * rng.standard_normal(expected.shape)
-    return np.clip(np.round(latent / scale.step) * scale.step, scale.lo, scale.hi)
-
-
-# ------------------------------------------------------------------------------------------------
-# The Bayes floor
-# ------------------------------------------------------------------------------------------------
-
-
-def rating_grid(scale: RatingScale) -> np.ndarray:
-    return np.arange(scale.lo, scale.hi + scale.step / 2, scale.step)
-
-
-def predictive(expected: np.ndarray, noise: float, scale: RatingScale) -> np.ndarray:
-    """(n, K) exact probabilities of each grid rating given the latent expected ratings."""
-    from scipy.special import ndtr
-
-    grid = rating_grid(scale)
-    edges = grid[:-1] + scale.step / 2                                          # (K-1,) inner edges
-    cdf = ndtr((edges[None, :] - np.asarray(expected, np.float64)[:, None]) / noise)
-    n = cdf.shape[0]
-    return np.diff(np.concatenate([np.zeros((n, 1)), cdf, np.ones((n, 1))], axis=1), axis=1)
-
-
-def bayes_floor(expected: np.ndarray, ratings: np.ndarray, noise: float, scale: RatingScale) -> dict[str, Any]:
-    """MAE of the predictive median and RMSE of the predictive mean, on the realised ``ratings``.
-
-    Also the floor's expectation under the model (``mae_expected``, ``rmse_expected``), which
-    differs from the realised one only by sampling noise.
-    """
-    ratings = np.asarray(ratings, np.float64)
-    if len(ratings) == 0:
-        return {"mae": None, "rmse": None, "n": 0, "method": "exact"}
-    probs = predictive(expected, noise, scale)
-    grid = rating_grid(scale)
-    median = grid[np.argmax(np.cumsum(probs, axis=1) >= 0.5, axis=1)]
-    mean = probs @ grid
-    var = probs @ grid**2 - mean**2
-    return {
-        "mae": float(np.mean(np.abs(ratings - median))),
-        "rmse": float(np.sqrt(np.mean((ratings - mean) ** 2))),
-        "n": int(len(ratings)),
-        "mae_expected": float(np.mean(np.sum(probs * np.abs(grid[None, :] - median[:, None]), axis=1))),
-        "rmse_expected": float(np.sqrt(np.mean(var))),
-        "method": "exact: normal CDF of the rounding/clipping cells given the true expected ratings "
-                  "(median for MAE, mean for RMSE)",
-    }
-
-
 # ------------------------------------------------------------------------------------------------
 # The command
 # ------------------------------------------------------------------------------------------------
@@ -308,29 +265,6 @@ def params_from_config(cfg) -> WorldParams:
     """The world of a :class:`reczero.config.SynthConfig` (its other fields keep their defaults)."""
     names = {f.name for f in dataclasses.fields(WorldParams)}
     return WorldParams(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in names})
-
-
-def split_floors(data_dir: Path, world: World) -> dict[str, dict[str, Any]]:
-    """The Bayes floor of each written split, matching its targets to the world's latent ratings."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from reczero.data.schema import SPLITS, split_path
-
-    p = world.params
-    world_keys = world.user * p.items + world.item                            # (user, item) is unique
-    order = np.argsort(world_keys, kind="stable")
-    floors = {}
-    for split in SPLITS:
-        t = pq.read_table(split_path(data_dir, split), columns=["user_id", "item_id", "timestamp", "rating"])
-        u = pc.cast(pc.utf8_slice_codeunits(t["user_id"], 1), "int64").to_numpy()
-        i = pc.cast(pc.utf8_slice_codeunits(t["item_id"], 1), "int64").to_numpy()
-        pos = order[np.searchsorted(world_keys, u * p.items + i, sorter=order)]
-        if not (np.array_equal(world.timestamp[pos], t["timestamp"].to_numpy())
-                and np.array_equal(world.rating[pos], t["rating"].to_numpy())):
-            raise AssertionError(f"{split}: written targets do not match the generated interactions")
-        floors[split] = bayes_floor(world.expected[pos], world.rating[pos], p.noise, p.scale)
-    return floors
 
 
 def synth(cfg) -> int:
@@ -353,6 +287,9 @@ def synth(cfg) -> int:
     if cfg.raw_format:
         export_raw(world, cfg.raw_format, Path(cfg.raw_out))
     if out is None:
+        if not cfg.raw_format:
+            log.warning("--raw-only without --raw-format: the world was generated (%d interactions) but nothing "
+                        "was written", len(world.rating))
         return 0
     stats = {"n_interactions": len(world.rating), "mean_rating": round(float(world.rating.mean()), 4),
              "rating_counts": {f"{k:g}": int((world.rating == k).sum()) for k in rating_grid(params.scale)}}

@@ -55,12 +55,15 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
             yield fh
 
 
-def _write(path: Path, records: Iterator[list[dict]]) -> int:
+def _write(path: Path, records: Iterator[list[dict]], total: int) -> int:
+    from tqdm import tqdm
+
     n = 0
-    with _open(path) as fh:
+    with _open(path) as fh, tqdm(total=total, unit="rec", desc=path.name, disable=None, leave=False) as bar:
         for batch in records:
             fh.write(b"\n".join(map(orjson.dumps, batch)) + b"\n")
             n += len(batch)
+            bar.update(len(batch))
     return n
 
 
@@ -72,8 +75,8 @@ def export_raw(world, fmt: str, reviews: Path) -> tuple[Path, Path]:
         raise ConfigError(f"--half-stars cannot be exported as {fmt}: its ratings are whole stars")
     reviews = Path(reviews)
     meta = meta_path(reviews, fmt)
-    n = _write(reviews, _review_batches(world, fmt))
-    m = _write(meta, _meta_batches(world, fmt))
+    n = _write(reviews, _review_batches(world, fmt), len(world.user))
+    m = _write(meta, _meta_batches(world, fmt), world.params.items)
     log.info("raw %s export: %d reviews -> %s, %d items -> %s", fmt, n, reviews, m, meta)
     return reviews, meta
 

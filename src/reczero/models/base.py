@@ -9,17 +9,19 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
    never shown a validation or test target.
 3. **Format warm-up**: real prompts with four-tag answers whose analyses describe another sample,
    the rating kept out of the loss (and the prompt too), so the base follows the format and keeps
-   the rating prior pretraining gave it. A warm-up with random ratings *in* the loss erased that
-   prior in a trial here (read-off MAE 0.55 -> 2.18). The mix of templates is 2/3 ``--template``
-   and 1/6 for each other one, so the template ablations can start from the same base.
-4. **Measured and described**: read-off MAE after pretraining and after the warm-up, the greedy
+   the rating prior pretraining gave it; each step also replays pretraining text. A warm-up with
+   random ratings *in* the loss erased that prior in a trial here (read-off MAE 0.55 -> 2.18). One template (``--template``) only: a tiny
+   model warmed up on a mix of templates did not learn which one its system prompt asked for;
+   build one base per template for the ablations.
+4. **Measured and described**: the rating prior read off in the pretraining layout (the user's
+   history lines, then "- Target [attributes] rated ") after pretraining and after the warm-up,
+   the read-off at the answer's ``<rate>``, the greedy
    answers' format rate, MAE and distinct predictions on validation samples, next to the constant
    predictors — all in ``BASE/README.md`` (the model card) and ``BASE/log.jsonl``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -52,22 +54,21 @@ def _records(df, n: int, rng: random.Random) -> list[dict[str, Any]]:
     return [df.iloc[i].to_dict() for i in rows]
 
 
-def _templates(primary: str, n: int, rng: random.Random) -> list[str]:
-    others = [t for t in TEMPLATE_TAGS if t != primary]
-    return [primary if rng.random() < 2 / 3 else rng.choice(others) for _ in range(n)]
-
-
-def _prompt(sample: dict[str, Any], cfg: Any, template: str, tokenizer: Any, scale: schema.RatingScale) -> str:
-    opts = dataclasses.replace(cfg, template=template)
-    messages = build_messages(sample, opts, tokenizer, scale)
+def _prompt(sample: dict[str, Any], cfg: Any, tokenizer: Any, scale: schema.RatingScale) -> str:
+    messages = build_messages(sample, cfg, tokenizer, scale)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _measure(model, tokenizer, cfg, scale, samples, answers, fallback) -> dict[str, Any]:
-    prompts = [_prompt(s, cfg, cfg.template, tokenizer, scale) for s in samples]
+def _measure(model, tokenizer, cfg, scale, samples, answers, fallback, slot: bool = True) -> dict[str, Any]:
+    """Read-offs on validation samples: in the pretraining layout ("prior") and at ``<rate>`` ("slot")."""
     targets = [float(s["rating"]) for s in samples]
-    read = probe.read_off(model, tokenizer, [p + a[0] for p, a in zip(prompts, answers, strict=True)], scale)
-    return {"read_off": probe.summarise(read, targets, fallback), "prompts": prompts, "targets": targets}
+    result = {"prior": probe.summarise(probe.read_off(model, tokenizer, [corpus.prior_text(s, cfg, scale) for s in samples],
+                                                      scale), targets, fallback), "targets": targets}
+    if slot:
+        result["prompts"] = [_prompt(s, cfg, tokenizer, scale) for s in samples]
+        texts = [p + a[0] for p, a in zip(result["prompts"], answers, strict=True)]
+        result["slot"] = probe.summarise(probe.read_off(model, tokenizer, texts, scale), targets, fallback)
+    return result
 
 
 def build_base(cfg: Any) -> int:
@@ -98,11 +99,12 @@ def build_base(cfg: Any) -> int:
     train_mean, train_median = float(train_ratings.mean()), float(np.median(train_ratings))
 
     warm_samples = _records(train_df, max(cfg.warmup_steps * cfg.batch_size, 1), rng)
-    warm_templates = _templates(cfg.template, len(warm_samples), rng)
+    warm_templates = [cfg.template] * len(warm_samples)
     eval_samples = _records(valid_df, cfg.eval_samples, random.Random(cfg.seed + 1)) if len(valid_df) else []
     prompt_texts = [build_messages(s, cfg, None, scale)[1]["content"] for s in warm_samples[:500]]
     answers = corpus.warmup_answers(warm_samples, warm_templates, scale, rng)
-    tokenizer = train_tokenizer([*docs, *prompt_texts, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
+    chat_words = ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n"] * 50
+    tokenizer = train_tokenizer([*docs, *prompt_texts, *chat_words, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
                                  *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale)
 
     config = qwen2_config(cfg.size, vocab_size=len(tokenizer), tokenizer=tokenizer,
@@ -125,25 +127,28 @@ def build_base(cfg: Any) -> int:
             report["pretrain"] = run_steps(model, pretraining_batches(blocks, cfg.batch_size, pre_steps, cfg.seed),
                                            pre_steps, cfg.pretrain_lr, "pretrain", log_file)
         if eval_samples:
-            report["after_pretrain"] = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean)["read_off"]
+            report["after_pretrain"] = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean,
+                                                slot=False)["prior"]
             note("eval_after_pretrain", report["after_pretrain"])
         if cfg.warmup_steps:
             examples = []
-            for sample, template, (before, rating, after) in zip(warm_samples, warm_templates, answers, strict=True):
-                prompt = _prompt(sample, cfg, template, tokenizer, scale)
+            for sample, (before, rating, after) in zip(warm_samples, answers, strict=True):
+                prompt = _prompt(sample, cfg, tokenizer, scale)
                 if not examples:
                     check_pieces(tokenizer, prompt, before, rating, after)
                 examples.append(warmup_example(tokenizer, prompt, before, rating, after))
             report["warmup_examples"] = len(examples)
-            batches = warmup_batches(examples, cfg.batch_size, cfg.warmup_steps, tokenizer.pad_token_id, cfg.seed)
+            warm = warmup_batches(examples, cfg.batch_size, cfg.warmup_steps, tokenizer.pad_token_id, cfg.seed)
+            replay = pretraining_batches(blocks, max(1, cfg.batch_size // 2), cfg.warmup_steps, cfg.seed + 1)
+            batches = ([w, r] for w, r in zip(warm, replay, strict=True))
             report["warmup"] = run_steps(model, batches, cfg.warmup_steps, cfg.warmup_lr, "warmup", log_file)
         if eval_samples:
             measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean)
-            report["after_warmup"] = measured["read_off"]
+            report["after_warmup"], report["slot"] = measured["prior"], measured["slot"]
             report["greedy"] = probe.greedy_eval(model, tokenizer, measured["prompts"], measured["targets"], scale,
                                                  cfg.template, train_mean)
             report["constants"] = probe.constants(measured["targets"], train_mean, train_median)
-            for stage in ("after_warmup", "greedy", "constants"):
+            for stage in ("after_warmup", "slot", "greedy", "constants"):
                 note(f"eval_{stage}", report[stage])
 
     model.save_pretrained(out)

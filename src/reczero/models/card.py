@@ -55,8 +55,8 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "(title, attributes, description, training-split reviews with ratings, running average), in the prompt's "
         "own line formats.",
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
-        f"`{cfg.template}` template (2/3; the other templates 1/6 each), whose analyses describe another, randomly "
-        "drawn sample; the prompt and the rating tokens carry no loss.",
+        f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt and the "
+        "rating tokens carry no loss.",
         "",
         "**Never shown**: any validation or test target (rating or review text) — the pretraining text is exactly "
         "the training split's targets (removed by key if a held-out target were among them) and the item table. "
@@ -69,8 +69,10 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "",
         "| reading | MAE | parsed | format | distinct ratings | correlation |",
         "|---|---|---|---|---|---|",
-        _row("read-off after pretraining (argmax over the rating tokens after `<rate>`)", report.get("after_pretrain")),
-        _row("read-off after the warm-up", report.get("after_warmup")),
+        _row("prior after pretraining (history lines, then `- Target [attributes] rated `; argmax over ratings)",
+             report.get("after_pretrain")),
+        _row("prior after the warm-up (same read-off)", report.get("after_warmup")),
+        _row("answer slot after the warm-up (prompt + answer up to `<rate>`; argmax over ratings)", report.get("slot")),
         _row("greedy answers (unparsable → training mean)", report.get("greedy")),
         "",
     ]

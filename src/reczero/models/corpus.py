@@ -140,11 +140,8 @@ def pretraining_documents(data_dir: str | Path, opts: Any, seed: int = 0) -> lis
 
 
 def uninformative_parts(donor: dict[str, Any], template: str) -> dict[str, str]:
-    """Step texts written about another sample (``donor``): right shape, no information."""
-    history = list(donor.get("user_history") if donor.get("user_history") is not None else [])
-    titles = [h["title"] for h in history[-2:]]
-    user = (f"The user has rated {int(donor.get('user_n') or 0)} items"
-            + (f", lately {' and '.join(titles)}." if titles else "."))
+    """Short step texts written about another sample (``donor``): the right shape, no information."""
+    user = f"The user has rated {int(donor.get('user_n') or 0)} items."
     item = f"{item_label(donor.get('item_title'), donor.get('item_attributes'))}."
     match = f"Weighing the history against {donor.get('item_title')}."
     if template == "structured":
@@ -152,6 +149,16 @@ def uninformative_parts(donor: dict[str, Any], template: str) -> dict[str, str]:
     if template == "think-answer":
         return {"think": f"{user} {item} {match}"}
     return {}
+
+
+def prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale) -> str:
+    """A user page of the sample's visible history ending in "- Target [attributes] rated ": the
+    pretraining layout, so the next token is the model's rating prior (no answer format needed)."""
+    history = list(sample.get("user_history") if sample.get("user_history") is not None else [])
+    history = history[-opts.prompt_history:] if opts.prompt_history > 0 else []
+    lines = ["User history (oldest first):", *(history_line(h, opts.prompt_snippet_chars, scale) for h in history)]
+    lines.append(f"- {item_label(sample.get('item_title'), sample.get('item_attributes'))} rated ")
+    return "\n".join(lines)
 
 
 def warmup_answers(samples: list[dict[str, Any]], templates: list[str], scale: schema.RatingScale,

@@ -11,6 +11,9 @@ What this module chose, and why:
   rest of the answer + ``<|im_end|>``) so that the rating's tokens are known exactly and get
   label -100, as do the prompt's; the pieces' concatenation is checked against the tokenisation of
   the whole text (the tags are added tokens, so the boundaries are clean).
+* **Replay during the warm-up**: each warm-up step adds the loss of a half batch of pretraining
+  blocks, so that learning the format does not overwrite the rating prior (without it, the prior
+  read off a tiny model went from MAE 0.79 to 2.6 in 60 warm-up steps here).
 * **Schedule**: AdamW (betas 0.9/0.95, weight decay 0.1 on matrices), linear warm-up over 5% of
   the steps, cosine decay to 10% of the peak; gradients clipped at 1.0.
 """
@@ -106,10 +109,11 @@ def lr_at(step: int, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def run_steps(model: Any, batches: Iterator[dict[str, Any]], steps: int, lr: float, stage: str,
+def run_steps(model: Any, batches: Iterator[dict[str, Any] | list[dict[str, Any]]], steps: int, lr: float, stage: str,
               log_file: IO[str] | None = None, log_every: int = 10,
               on_log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, float]:
-    """Optimise ``model`` for ``steps`` batches; returns first/last/mean loss and seconds."""
+    """Optimise ``model`` for ``steps`` batches (a batch may be a list whose losses are summed);
+    returns the first and last losses, tokens and seconds."""
     import torch
     from tqdm.auto import tqdm
 
@@ -123,13 +127,14 @@ def run_steps(model: Any, batches: Iterator[dict[str, Any]], steps: int, lr: flo
     for step, batch in enumerate(batches):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr)
-        loss = model(**batch).loss
+        parts = batch if isinstance(batch, list) else [batch]
+        loss = sum(model(**part).loss for part in parts)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        tokens += int(batch["input_ids"].numel())
+        tokens += sum(int(part["input_ids"].numel()) for part in parts)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if log_file is not None and (step % log_every == 0 or step == steps - 1):

@@ -10,7 +10,11 @@ A source module exposes::
 Batches follow ``schema.INTERACTIONS_SCHEMA`` / ``schema.ITEMS_SCHEMA`` (times already in Unix
 seconds). Readers stream: they never hold a whole dump as Python objects, only one batch.
 Every record read is counted exactly once: either it ends up in a yielded batch or it is passed to
-``rejects.reject(...)`` with a reason.
+``rejects.reject(...)`` with a reason. Options the JSON-lines readers (Amazon, Yelp) understand:
+``scale`` (a RatingScale; ratings off it or off its step are rejected as ``bad_rating``, since only
+the reader knows the line) and ``line_numbers=True`` (a trailing int64 ``line`` column: the source
+line of each row, for stages that drop rows later, e.g. duplicates). Unknown options are ignored.
+A file whose first 1,000 records are all rejected, or that has no record kept, raises DataError.
 
 File access goes through this module. Gzip is detected by its magic bytes, not the file name, and
 inflated here with ``zlib`` (64 KiB of compressed input per step) rather than by iterating a

@@ -76,7 +76,6 @@ def text(value: Any) -> str | None:
 
 _SCRIPT = re.compile(r"<(script|style)\b.*?(</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 
 
 def clean_text(value: Any, limit: int) -> str | None:
@@ -85,9 +84,14 @@ def clean_text(value: Any, limit: int) -> str | None:
     s = text(value)
     if s is None:
         return None
-    if "<" in s or "&" in s:
-        s = html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", s)))
-    s = _SPACE.sub(" ", s).strip()
+    s = s[:limit * 16]                      # bounds the work on a page of junk; tags shrink it anyway
+    if "<" in s:
+        if "<s" in s or "<S" in s:
+            s = _SCRIPT.sub(" ", s)
+        s = _TAG.sub(" ", s)
+    if "&" in s:
+        s = html.unescape(s)
+    s = " ".join(s.split())                 # collapse all whitespace (also U+00A0 from &nbsp;)
     if len(s) > limit:
         s = s[:limit].rsplit(" ", 1)[0] + "…"
     return s or None
