@@ -11,7 +11,7 @@ from reczero import cli
 from reczero.config import BaseConfig
 from reczero.data import schema
 from reczero.models import corpus
-from reczero.models.pretrain import IGNORE, check_pieces, warmup_example
+from reczero.models.pretrain import IGNORE, SLOT, batch_loss, check_pieces, warmup_batches, warmup_example
 from reczero.prompts import TAG_TOKENS
 
 GENRES = ["drama", "comedy", "sci-fi", "horror"]
@@ -84,25 +84,38 @@ def test_pretraining_text_is_the_train_split_only(dataset):
 
 
 def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
-    from reczero.models import train_tokenizer
+    import torch
 
-    opts = BaseConfig(data=str(dataset), out="x")
-    tokenizer = train_tokenizer(corpus.pretraining_documents(dataset, opts), 400, scale=schema.RatingScale(1, 5))
+    from reczero.models import train_tokenizer
+    from reczero.models.probe import grid_token_ids
+    from reczero.models.tiny import new_model, qwen2_config
+
+    opts, scale = BaseConfig(data=str(dataset), out="x"), schema.RatingScale(1, 5)
+    tokenizer = train_tokenizer(corpus.pretraining_documents(dataset, opts), 400, scale=scale)
     samples = schema.load_split(dataset, "train").to_dict("records")
-    before, rating, after = corpus.warmup_answers(samples[:1], ["structured"], schema.RatingScale(1, 5),
-                                                  random.Random(0))[0]
+    before, rating, after = corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0))[0]
     assert rating == str(int(samples[0]["rating"])) and before.endswith("<rate>") and after == "</rate>"
     prompt = "<|im_start|>user\nHow will this user rate the target item?<|im_end|>\n<|im_start|>assistant\n"
     check_pieces(tokenizer, prompt, before, rating, after)
     ids, labels = warmup_example(tokenizer, prompt, before, rating, after)
     rate_pos = ids.index(tokenizer.convert_tokens_to_ids("<rate>"))
     assert labels[rate_pos] == ids[rate_pos]                      # the tag is learned ...
-    assert labels[rate_pos + 1] == IGNORE                          # ... the rating after it is not
+    assert labels[rate_pos + 1] == SLOT                            # ... the rating after it is not
     assert tokenizer.decode([ids[rate_pos + 1]]) == rating
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert all(label == IGNORE for label in labels[:n_prompt])
-    learned = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE])
+    learned = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label >= 0])
     assert learned == before + after + "<|im_end|>"
+
+    # The slot's loss is -log P(any rating): allowing only the true rating costs more.
+    model = new_model(qwen2_config("tiny", vocab_size=len(tokenizer), tokenizer=tokenizer), tokenizer)
+    grid = grid_token_ids(tokenizer, scale)
+    batch = next(warmup_batches([(ids, labels)], 1, 1, tokenizer.pad_token_id, 0, grid))
+    with torch.no_grad():
+        any_rating = float(batch_loss(model, batch))
+        batch["rating_tokens"] = torch.tensor([ids[rate_pos + 1]])
+        true_rating = float(batch_loss(model, batch))
+    assert true_rating > any_rating
 
 
 def test_reczero_base_builds_a_loadable_model(dataset, tmp_path):

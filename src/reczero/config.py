@@ -163,7 +163,7 @@ class BaseConfig(PromptOptions):
     pretrain_epochs: float = opt(1.0, "Passes over the pretraining documents (loss on every token).")
     pretrain_lr: float = opt(3e-3, "Pretraining peak learning rate.")
     warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers with uninformative analyses; rating kept out of the loss).")
-    warmup_lr: float = opt(1e-3, "Format warm-up learning rate.")
+    warmup_lr: float = opt(3e-3, "Format warm-up learning rate.")
     batch_size: int = opt(16, "Sequences per optimisation step.")
     seq_len: int = opt(512, "Pretraining sequence length (documents are packed).")
     eval_samples: int = opt(64, "Validation samples on which the base is measured (read-off and greedy MAE, format rate; 0: skip).")

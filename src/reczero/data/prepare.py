@@ -43,6 +43,7 @@ from reczero.errors import DataError
 log = logging.getLogger(__name__)
 
 SPILL = ".spill"
+SPILL_DICTIONARY = ["user_id", "item_id"]   # the spill is read once: no compression, no hashing of the text
 OWN_FILES = (S.MANIFEST, S.ITEMS, S.INTERACTIONS, S.REJECTS, "config.yaml", *(f"{s}.parquet" for s in S.SPLITS))
 
 
@@ -147,7 +148,7 @@ def spill_batches(batches, path: Path, schema: pa.Schema, what: str) -> int:
                 if batch.num_rows:
                     bar.update(batch.num_rows)
                     yield pa.Table.from_batches([batch])
-        return write_parquet(path, schema, tables(), compression="lz4")
+        return write_parquet(path, schema, tables(), compression="none", dictionary=SPILL_DICTIONARY)
 
 
 def fingerprint(path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,13 @@ import pyarrow as pa
 from reczero import __version__
 from reczero.config import SampleOptions, save_config, to_dict
 from reczero.data import schema as S
-from reczero.data.histories import choose_targets, fetch_to_parquet, scalar, write_splits
+from reczero.data.histories import build_histories, choose_targets, fetch_to_parquet, scalar, write_splits
 from reczero.data.sources import BATCH_ROWS, RejectLog
 from reczero.errors import DataError
 
 log = logging.getLogger(__name__)
 
+INTERACTIONS_COMPRESSION = "COMPRESSION zstd, COMPRESSION_LEVEL 1"   # ~1.3x cheaper than level 3, ~3% larger
 DUCKDB_MEMORY_LIMIT = "1536MB"   # leaves room under the 3 GiB budget for Python, Arrow and the reader
 
 REJECT_DETAIL = {
@@ -94,15 +96,19 @@ def write_prepared(out_dir: str | Path, interactions: pa.Table | str | Path, ite
                         "'' AS description FROM st WHERE reason IS NULL")
         fetch_to_parquet(con, "SELECT item_id, title, attributes, description FROM cat ORDER BY item_id",
                           out / S.ITEMS, S.ITEMS_SCHEMA)
-        con.execute(f"""COPY (SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r
-                            JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid)
-                        TO '{(out / S.INTERACTIONS).as_posix()}' (FORMAT parquet, COMPRESSION zstd)""")
         kept = scalar(con, "SELECT count(*) FROM st WHERE reason IS NULL")
         if kept == 0:
             raise DataError(f"{file}: no interaction left after checks and filters (read {read}, "
                             f"rejected {dict(rejects.rejected['interactions'])}); see {out / S.REJECTS}")
         dropped = choose_targets(con, opts, kept)
-        splits = write_splits(con, opts, out)
+        history = build_histories(con, opts)
+        with ThreadPoolExecutor(1) as pool:      # the split files are written while DuckDB copies the interactions
+            splits = pool.submit(write_splits, con, history, opts, out)
+            con.execute(f"""COPY (SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r
+                                JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid)
+                            TO '{(out / S.INTERACTIONS).as_posix()}' (FORMAT parquet, {INTERACTIONS_COMPRESSION})""")
+            splits = splits.result()
+        del history
         n_users = scalar(con, "SELECT count(DISTINCT user_id) FROM st WHERE reason IS NULL")
         n_items = scalar(con, "SELECT count(*) FROM cat")
     finally:

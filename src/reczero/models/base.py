@@ -8,7 +8,8 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
    the training split's text laid out like the prompt (``corpus.py``), loss on every token. It is
    never shown a validation or test target.
 3. **Format warm-up**: real prompts with four-tag answers whose analyses describe another sample,
-   the rating kept out of the loss (and the prompt too), so the base follows the format and keeps
+   the rating kept out of the loss (and the prompt too; the rating's position only learns that
+   *some* rating goes there, ``pretrain.batch_loss``), so the base follows the format and keeps
    the rating prior pretraining gave it; each step also replays pretraining text. A warm-up with
    random ratings *in* the loss erased that prior in a trial here (read-off MAE 0.55 -> 2.18). One template (``--template``) only: a tiny
    model warmed up on a mix of templates did not learn which one its system prompt asked for;
@@ -138,7 +139,8 @@ def build_base(cfg: Any) -> int:
                     check_pieces(tokenizer, prompt, before, rating, after)
                 examples.append(warmup_example(tokenizer, prompt, before, rating, after))
             report["warmup_examples"] = len(examples)
-            warm = warmup_batches(examples, cfg.batch_size, cfg.warmup_steps, tokenizer.pad_token_id, cfg.seed)
+            warm = warmup_batches(examples, cfg.batch_size, cfg.warmup_steps, tokenizer.pad_token_id, cfg.seed,
+                                  probe.grid_token_ids(tokenizer, scale))
             replay = pretraining_batches(blocks, max(1, cfg.batch_size // 2), cfg.warmup_steps, cfg.seed + 1)
             batches = ([w, r] for w, r in zip(warm, replay, strict=True))
             report["warmup"] = run_steps(model, batches, cfg.warmup_steps, cfg.warmup_lr, "warmup", log_file)

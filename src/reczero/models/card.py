@@ -55,8 +55,8 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "(title, attributes, description, training-split reviews with ratings, running average), in the prompt's "
         "own line formats.",
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
-        f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt and the "
-        "rating tokens carry no loss.",
+        f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt carries no loss and the "
+        "rating's position only the probability of *any* valid rating (never which one).",
         "",
         "**Never shown**: any validation or test target (rating or review text) — the pretraining text is exactly "
         "the training split's targets (removed by key if a held-out target were among them) and the item table. "

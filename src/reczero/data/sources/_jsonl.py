@@ -30,13 +30,13 @@ Python-literal file costs little more than the line loop alone, a clean one runs
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ PROBE_RECORDS = 1_000
 PIECE_BYTES = 1 << 20
 LINE = "line"                           # the optional line-number column
 MAX_SKIP = 63                           # pieces read line by line before the vectorised path is tried again
+MAX_RETRIES = 4                         # vectorised attempts per piece around lines the parser names as bad
+PARSE_THREADS = 2                       # pieces parsed at once (pyarrow.json releases the GIL)
+PREFETCH = 4                            # pieces parsed ahead of the line loop that consumes them
 
 
 @dataclass(frozen=True)
@@ -123,14 +126,29 @@ def _pieces(block: bytes) -> Iterator[bytes]:
     yield block[start:] if start else block
 
 
+_ERROR_ROW = re.compile(r" in row (\d+)$")
+
+
+class _BadRow(Exception):
+    """pyarrow.json could not read the piece's object number ``row`` (0-based)."""
+
+    def __init__(self, row: int):
+        super().__init__(row)
+        self.row = row
+
+
 def _vectorised(piece: bytes, lines: int, cols: ReviewColumns, options: pj.ParseOptions,
                 scale: RatingScale | None) -> pa.Table | None:
     """The piece (of ``lines`` lines) as INTERACTIONS_SCHEMA rows if it parses, has one row per line
-    and every row passes the checks; else None. Few kernels per piece: each costs a pass."""
+    and every row passes the checks; else None, or :class:`_BadRow` when the parser names the
+    object it could not read. Few kernels per piece: each costs a pass."""
     try:
-        t = pj.read_json(io.BytesIO(piece), read_options=pj.ReadOptions(use_threads=False, block_size=len(piece) + 1),
+        t = pj.read_json(pa.BufferReader(piece), read_options=pj.ReadOptions(use_threads=False, block_size=len(piece) + 1),
                          parse_options=options)
-    except (pa.ArrowException, ValueError):
+    except (pa.ArrowException, ValueError) as err:
+        row = _ERROR_ROW.search(str(err))
+        if row is not None:
+            raise _BadRow(int(row.group(1))) from None
         return None
     if t.num_rows != lines:
         return None                                  # blank lines, or two objects on one line: line loop
@@ -172,6 +190,80 @@ def _vectorised(piece: bytes, lines: int, cols: ReviewColumns, options: pj.Parse
                                 schema=INTERACTIONS_SCHEMA)
 
 
+def _segments(path: Path, rejects: RejectLog, stream: str, columns: ReviewColumns | None,
+              options: pj.ParseOptions | None, scale: RatingScale | None) -> Iterator[tuple[bytes, pa.Table | None]]:
+    """The file's pieces in order, as ``(bytes, table)`` (parsed by the vectorised path) or
+    ``(bytes, None)`` (for the line loop). Pieces are parsed in ``PARSE_THREADS`` threads
+    (``pyarrow.json`` releases the GIL), at most ``PREFETCH`` ahead of the consumer."""
+    pieces = (piece for block in line_blocks(path, rejects, stream) for piece in _pieces(block))
+    if options is None:
+        yield from ((piece, None) for piece in pieces)
+        return
+    queue: deque[Future | bytes] = deque()
+    misses = skip = 0                         # back off from the vectorised path while it keeps failing
+
+    def settle(item: Future | bytes) -> list[tuple[bytes, pa.Table | None]]:
+        nonlocal misses, skip
+        if isinstance(item, bytes):
+            return [(item, None)]
+        segments = item.result()
+        misses = misses + 1 if all(table is None for _, table in segments) else 0
+        skip = min(2 ** misses - 1, MAX_SKIP)
+        return segments
+
+    with ThreadPoolExecutor(PARSE_THREADS) as pool:
+        for piece in pieces:
+            if skip:
+                skip -= 1
+                queue.append(piece)
+            else:
+                queue.append(pool.submit(_attempt, piece, columns, options, scale))
+            while len(queue) > PREFETCH:
+                yield from settle(queue.popleft())
+        while queue:
+            yield from settle(queue.popleft())
+
+
+def _attempt(piece: bytes, columns: ReviewColumns, options: pj.ParseOptions,
+             scale: RatingScale | None) -> list[tuple[bytes, pa.Table | None]]:
+    """A piece through the vectorised path, in segments: a line the parser names as unreadable
+    goes to the line loop alone and the lines around it are tried again (at most ``MAX_RETRIES``
+    times per piece, so a file of bad lines costs little more than the line loop)."""
+    segments: list[tuple[bytes, pa.Table | None]] = []
+    rest = piece
+    for _ in range(MAX_RETRIES):
+        lines = rest.count(b"\n") + (not rest.endswith(b"\n"))
+        try:
+            segments.append((rest, _vectorised(rest, lines, columns, options, scale)))
+            return segments
+        except _BadRow as bad:
+            row = bad.row
+        if row >= lines:
+            break
+        cut = _line_start(rest, row)
+        end = rest.find(b"\n", cut) + 1 or len(rest)
+        if cut:                                 # the lines before it parsed; their checks are still to run
+            head = rest[:cut]
+            try:
+                segments.append((head, _vectorised(head, row, columns, options, scale)))
+            except _BadRow:
+                segments.append((head, None))
+        segments.append((rest[cut:end], None))
+        rest = rest[end:]
+        if not rest:
+            return segments
+    segments.append((rest, None))
+    return segments
+
+
+def _line_start(piece: bytes, k: int) -> int:
+    """Offset of line ``k`` (0-based) in ``piece``."""
+    at = 0
+    for _ in range(k):
+        at = piece.index(b"\n", at) + 1
+    return at
+
+
 def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict], tuple], *,
                source: str, expected: tuple[str, ...], scale: RatingScale | None = None,
                loose: Callable[[str], Any] | None = None, columns: ReviewColumns | None = None,
@@ -196,64 +288,54 @@ def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict]
     lineno = read = kept = counted = 0        # counted: records already passed to rejects.count
     reasons: Counter = Counter()
     found: list[str] | None = None
-    misses = skip = 0                         # back off from the vectorised path while it keeps failing
-    for block in line_blocks(path, rejects, stream):
-        for piece in _pieces(block):
-            table = None
-            if options is not None:
-                if skip:
-                    skip -= 1
-                else:
-                    lines = piece.count(b"\n") + (not piece.endswith(b"\n"))
-                    table = _vectorised(piece, lines, columns, options, scale)
-                    misses = 0 if table is not None else misses + 1
-                    skip = min(2 ** misses - 1, MAX_SKIP)
-            if table is not None:
-                if line_numbers:
-                    table = table.append_column(LINE, pa.array(range(lineno + 1, lineno + lines + 1), pa.int64()))
-                lineno += lines
-                read += table.num_rows
-                kept += table.num_rows
-            else:
-                rows = []
-                for line in piece.split(b"\n"):
-                    lineno += 1
-                    if not line or line.isspace():
-                        continue
-                    read += 1
-                    try:
-                        obj = parse_line(line, loose)
-                        if type(obj) is not dict:
-                            raise Rejected("not_a_record", f"line holds a {type(obj).__name__}, expected an object")
-                        if found is None:
-                            found = list(obj)[:15]
-                        r = row(obj)
-                        if items:
-                            if r[0] in seen:
-                                raise Rejected("duplicate_item", f"item {r[0]!r} already listed earlier in the file")
-                            seen.add(r[0])
-                        elif scale is not None and not _on_scale(r[2], scale):
-                            raise Rejected("bad_rating", f"rating {r[2]:g} is outside the scale {scale.lo:g}-{scale.hi:g} "
-                                                         f"(step {scale.step:g})")
-                    except Rejected as rej:
-                        rejects.reject(stream, path, lineno, rej.reason, rej.detail, line)
-                        reasons[rej.reason] += 1
-                        if read == PROBE_RECORDS and kept == 0:
-                            rejects.count(stream, read - counted)
-                            raise _wrong_source(path, source, stream, expected, found, reasons, read) from None
-                        continue
-                    rows.append(r + (lineno,) if line_numbers else r)
-                    kept += 1
-                if piece.endswith(b"\n"):
-                    lineno -= 1               # split() left an empty piece after the final newline
-                table = _table(rows, schema)
-            tables.append(table)
-            pending += table.num_rows
-            if pending >= BATCH_ROWS:
-                rejects.count(stream, read - counted)
-                counted = read
-                yield from pa.concat_tables(tables).combine_chunks().to_batches()
-                tables, pending = [], 0
+    for piece, table in _segments(path, rejects, stream, columns, options, scale):
+        if table is not None:
+            lines = table.num_rows                # the vectorised path has one row per line
+            if line_numbers:
+                table = table.append_column(LINE, pa.array(range(lineno + 1, lineno + lines + 1), pa.int64()))
+            lineno += lines
+            read += lines
+            kept += lines
+        else:
+            rows = []
+            for line in piece.split(b"\n"):
+                lineno += 1
+                if not line or line.isspace():
+                    continue
+                read += 1
+                try:
+                    obj = parse_line(line, loose)
+                    if type(obj) is not dict:
+                        raise Rejected("not_a_record", f"line holds a {type(obj).__name__}, expected an object")
+                    if found is None:
+                        found = list(obj)[:15]
+                    r = row(obj)
+                    if items:
+                        if r[0] in seen:
+                            raise Rejected("duplicate_item", f"item {r[0]!r} already listed earlier in the file")
+                        seen.add(r[0])
+                    elif scale is not None and not _on_scale(r[2], scale):
+                        raise Rejected("bad_rating", f"rating {r[2]:g} is outside the scale {scale.lo:g}-{scale.hi:g} "
+                                                     f"(step {scale.step:g})")
+                except Rejected as rej:
+                    rejects.reject(stream, path, lineno, rej.reason, rej.detail, line)
+                    reasons[rej.reason] += 1
+                    if read == PROBE_RECORDS and kept == 0:
+                        rejects.count(stream, read - counted)
+                        raise _wrong_source(path, source, stream, expected, found, reasons, read) from None
+                    continue
+                rows.append(r + (lineno,) if line_numbers else r)
+                kept += 1
+            if piece.endswith(b"\n"):
+                lineno -= 1               # split() left an empty piece after the final newline
+            table = _table(rows, schema)
+        tables.append(table)
+        pending += table.num_rows
+        if pending >= BATCH_ROWS:
+            rejects.count(stream, read - counted)
+            counted = read
+            yield from pa.concat_tables(tables).combine_chunks().to_batches()
+            tables, pending = [], 0
     rejects.count(stream, read - counted)
     if pending:
         yield from pa.concat_tables(tables).combine_chunks().to_batches()
