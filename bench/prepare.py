@@ -8,10 +8,13 @@ popularity, unique review texts of realistic length (~90 words), ~5% rating-only
 duplicate (user, item) pairs, ~1% reviews of items missing from meta, a few malformed lines.
 
     python bench/prepare.py --sizes 100000,300000,1000000 [--dir /tmp/reczero-bench-prepare] [--gzip]
-        [--results bench/RESULTS.md]
+        [--results bench/RESULTS.md] [--baseline-src DIR]
 
-Absolute times depend on the machine and its load; the sizes of one run are comparable with each
-other (cost per review should stay flat if the pipeline is linear).
+``--baseline-src DIR`` (a copy of another version's ``src``, holding ``reczero/``) runs that version
+too, on the same dumps, right before the current one at each size, so the two are measured under the
+same machine load. Absolute times depend on the machine and its load (recorded: the 1-min load
+average before and after each run); the sizes of one run are comparable with each other (cost per
+review should stay flat if the pipeline is linear), and CPU seconds per review are the stable figure.
 """
 
 from __future__ import annotations
@@ -86,39 +89,45 @@ def generate(reviews: Path, n: int, seed: int = 0) -> Path:
     return meta
 
 
-def run_prepare(reviews: Path, meta: Path, out: Path) -> dict:
-    """Run the CLI in a fresh process under /usr/bin/time; returns seconds, peak RSS and the manifest."""
+def run_prepare(reviews: Path, meta: Path, out: Path, src: Path | None = None) -> dict:
+    """Run the CLI in a fresh process under /usr/bin/time (with ``src`` first on the path if given);
+    returns seconds, CPU seconds, peak RSS, the load before and after, and the manifest."""
     cmd = [sys.executable, "-m", "reczero.cli", "-q", "data", "prepare", "--source", "amazon2018",
            "--input", str(reviews), "--meta", str(meta), "--out", str(out), "--overwrite"]
     stats = out.with_suffix(".time")
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(stats), *cmd], check=True,
-                   env={**os.environ, "TQDM_DISABLE": "1"})
+    subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(stats), *cmd], check=True, env=env)
     seconds = time.perf_counter() - start
     manifest = json.loads((out / "manifest.json").read_text())
     rss_kib, user, system = stats.read_text().split()[-3:]
     return {"seconds": seconds, "cpu_seconds": float(user) + float(system), "peak_rss_mib": int(rss_kib) / 1024,
-            "manifest": manifest}
+            "load": (load_before, os.getloadavg()[0]), "manifest": manifest}
 
 
-def record(rows: list[dict], results: Path, gz: bool) -> None:
+def record(rows: list[dict], results: Path, gz: bool, baseline: Path | None) -> None:
     """Replace the ``## prepare`` section of RESULTS.md (other sections are left as they are)."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = os.getloadavg()[0]
+    compare = f" --baseline-src {baseline}" if baseline else ""
     lines = [SECTION, "",
-             f"`python bench/prepare.py --sizes {','.join(str(r['n']) for r in rows)}{' --gzip' if gz else ''}` — "
-             f"{when}, {platform.machine()}, {os.cpu_count()} cores (shared; 1-min load {load:.1f} at the end), "
-             f"Python {platform.python_version()}. End to end: `reczero data prepare --source amazon2018` in a "
-             "fresh process (read + parse + checks + dedupe + split + histories + Parquet). Peak RSS from "
-             "`/usr/bin/time`; CPU = user + system seconds of all its threads (on a loaded machine the "
-             "wall time mostly measures the other tenants; CPU per review is the stable figure, and "
-             "reviews/s on an idle 2-core machine lies between `reviews/CPU-s` and twice that).", "",
-             "| reviews | input MiB | kept | wall s | reviews/s (wall) | CPU s | reviews/CPU-s | µs CPU/review | peak RSS MiB |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"`python bench/prepare.py --sizes {','.join(dict.fromkeys(str(r['n']) for r in rows))}"
+             f"{' --gzip' if gz else ''}{compare}` — {when}, {platform.machine()}, {os.cpu_count()} cores shared with "
+             f"other jobs (1-min load average before/after each run in the table), Python {platform.python_version()}. "
+             "End to end: `reczero data prepare --source amazon2018` in a fresh process (read + parse + checks + "
+             "dedupe + split + histories + Parquet). Peak RSS from `/usr/bin/time`; CPU = user + system seconds of "
+             "all its threads (on a loaded machine the wall time mostly measures the other tenants; CPU per "
+             "review is the stable figure).", "",
+             "| code | reviews | input MiB | kept | wall s | reviews/s (wall) | CPU s | reviews/CPU-s | µs CPU/review "
+             "| peak RSS MiB | load before/after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['mib']:.0f} | {r['kept']:,} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} "
-                     f"| {r['cpu_seconds']:.1f} | {r['n'] / r['cpu_seconds']:,.0f} | {1e6 * r['cpu_seconds'] / r['n']:.1f} "
-                     f"| {r['peak_rss_mib']:.0f} |")
+        lines.append(f"| {r['code']} | {r['n']:,} | {r['mib']:.0f} | {r['kept']:,} | {r['seconds']:.1f} "
+                     f"| {r['n'] / r['seconds']:,.0f} | {r['cpu_seconds']:.1f} | {r['n'] / r['cpu_seconds']:,.0f} "
+                     f"| {1e6 * r['cpu_seconds'] / r['n']:.1f} | {r['peak_rss_mib']:.0f} "
+                     f"| {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
     lines += ["", "Targets: >= 50,000 reviews/s at 1M, peak RSS <= 3 GiB, cost per review flat in N.", ""]
     text = results.read_text() if results.exists() else "# Benchmark results\n\nMeasured with the scripts in `bench/`.\n\n"
     head, found, rest = text.partition(SECTION)
@@ -137,7 +146,9 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp/reczero-bench-prepare")
     ap.add_argument("--gzip", action="store_true", help="Gzip the dumps (as downloaded).")
     ap.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"), help="'' to skip recording.")
+    ap.add_argument("--baseline-src", default="", help="Also run this copy of another version's src, side by side.")
     args = ap.parse_args()
+    baseline = Path(args.baseline_src).resolve() if args.baseline_src else None
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -151,13 +162,15 @@ def main() -> None:
             partial.replace(reviews)
             print(f"generated {reviews} in {time.perf_counter() - t:.1f} s", flush=True)
         meta = reviews.with_name("meta_" + reviews.name)
-        r = run_prepare(reviews, meta, work / f"out_{n}")
-        counts = r["manifest"]["counts"]
-        rows.append({"n": n, "mib": reviews.stat().st_size / 2**20, "kept": counts["kept"], **r})
-        print(f"{n:>9,} reviews: {r['seconds']:.1f} s, {n / r['seconds']:,.0f} reviews/s, CPU {r['cpu_seconds']:.1f} s, "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB, rejected {counts['rejected']}", flush=True)
+        for code, src in ([("baseline", baseline)] if baseline else []) + [("current", None)]:
+            r = run_prepare(reviews, meta, work / f"out_{n}", src)
+            counts = r["manifest"]["counts"]
+            rows.append({"code": code, "n": n, "mib": reviews.stat().st_size / 2**20, "kept": counts["kept"], **r})
+            print(f"{code:>8} {n:>9,} reviews: {r['seconds']:.1f} s, {n / r['seconds']:,.0f} reviews/s, "
+                  f"CPU {r['cpu_seconds']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB, load {r['load'][0]:.1f}"
+                  f"/{r['load'][1]:.1f}, rejected {counts['rejected']}", flush=True)
     if args.results:
-        record(rows, Path(args.results), args.gzip)
+        record(rows, Path(args.results), args.gzip, baseline)
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ class TrainCommon(PromptOptions, LoraOptions):
     dry_run: bool = opt(False, "Validate the recipe and print the resolved plan without loading weights or data.")
     world_size: int | None = opt(None, "Processes the recipe is planned for (accelerate num_processes); --dry-run uses it, default $WORLD_SIZE or 1.")
     seed: int = opt(0, "Random seed.")
+    threads: int = opt(0, "CPU threads for torch (0: one for models under 50M parameters on CPU, where more only add overhead; torch's default otherwise).")
 
     def __post_init__(self) -> None:
         if not self.dry_run:
@@ -335,6 +336,7 @@ class EvalConfig(PromptOptions):
     backend: str = opt("transformers", "Generation backend ('vllm' needs a GPU and the 'gpu' extra).", choices=["transformers", "vllm"])
     method: str | None = opt(None, "Name of the method in metrics.json and reports (default: the run's name).")
     seed: int = opt(0, "Random seed.")
+    threads: int = opt(0, "CPU threads for torch (0: one for models under 50M parameters on CPU; torch's default otherwise).")
 
     def __post_init__(self) -> None:
         require(self, "model", "data")

@@ -67,16 +67,22 @@ class Stages:
         print(f"== {name}: done in {seconds:.0f}s", flush=True)
 
 
-def claims(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
-    """The mission's claims on this run, each True/False (None when a method is missing)."""
-    def mae(m: str) -> float | None:
-        return metrics.get(m, {}).get("mae")
+MAX_PARSE_FAILURE = 0.05  # a model claim needs >= 95% parsed answers: otherwise the fallback, not the model, predicted
 
+
+def claims(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
+    """The mission's claims on this run, each True/False (None when a method is missing).
+
+    A claim about a model holds only if that model's parse-failure rate is at most 5%: a model whose
+    answers fall back to the user's average is not what is being compared.
+    """
     def below(a: str, bs: list[str]) -> bool | None:
-        vals = [mae(a), *(mae(b) for b in bs)]
-        if any(v is None for v in vals):
+        if a not in metrics or any(b not in metrics for b in bs):
             return None
-        return all(vals[0] < v for v in vals[1:])
+        models = [m for m in (a, *bs) if m in MODELS]
+        if any(metrics[m].get("parse_failure_rate", 0.0) > MAX_PARSE_FAILURE for m in models):
+            return False
+        return all(metrics[a]["mae"] < metrics[b]["mae"] for b in bs)
 
     return [
         ("RecZero-tiny is below every constant predictor (global mean, global median)",

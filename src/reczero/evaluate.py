@@ -54,11 +54,13 @@ def prompt_options(opts: PromptOptions) -> PromptOptions:
     return PromptOptions(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(PromptOptions)})
 
 
-def render_prompts(df, opts: PromptOptions, tokenizer) -> list[str]:
-    """Chat-rendered prompts, one per sample row (token budget enforced by ``render_prompt``)."""
+def render_prompts(df, opts: PromptOptions, tokenizer, scale: schema.RatingScale | None = None) -> list[str]:
+    """Chat-rendered prompts, one per sample row (token budget enforced by ``render_prompt``).
+
+    ``scale`` must be the dataset's, as in training, so that the system prompt is the same one."""
     from reczero.prompts import render_prompt
 
-    return [render_prompt(sample, opts, tokenizer) for sample in df.to_dict("records")]
+    return [render_prompt(sample, opts, tokenizer, scale) for sample in df.to_dict("records")]
 
 
 def score_completions(df, completions: list[str], scale: schema.RatingScale, template: str, *,
@@ -94,7 +96,7 @@ def predict_ratings(model, tokenizer, df, opts: PromptOptions, scale: schema.Rat
     """Greedy predictions for every sample of ``df`` (a split DataFrame), in ``df``'s order."""
     from reczero.generation import generate
 
-    prompts = render_prompts(df, opts, tokenizer)
+    prompts = render_prompts(df, opts, tokenizer, scale)
     completions = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                            greedy=True, progress=progress)
     return score_completions(df, completions, scale, opts.template, global_mean=global_mean)
@@ -212,9 +214,10 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
         return tokenizer, lambda prompts: generate_vllm(llm, prompts, max_new_tokens=cfg.max_new_tokens,
                                                         seed=cfg.seed, progress=True)
 
-    from reczero.models import load_model
+    from reczero.models import configure_threads, load_model
 
     model, tokenizer = load_model(model_path)
+    configure_threads(cfg.threads, model)
     log.info("loaded %s (%.1fM parameters) on %s", model_path,
              sum(p.numel() for p in model.parameters()) / 1e6, next(model.parameters()).device)
     return tokenizer, lambda prompts: generate(model, tokenizer, prompts, batch_size=cfg.batch_size,
@@ -254,7 +257,7 @@ def evaluate(cfg: EvalConfig) -> int:
 
     if len(todo):
         tokenizer, complete = make_completer(cfg, model_path)
-        prompts = render_prompts(todo, opts, tokenizer)
+        prompts = render_prompts(todo, opts, tokenizer, scale)
         lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
         order = length_order(lengths)
         chunk = cfg.batch_size * CHUNK_BATCHES

@@ -2,25 +2,29 @@
 
 Works on the DuckDB tables that ``write_prepared`` builds: ``st`` (every parsed interaction with
 its reject ``reason``, NULL when kept), ``raw`` (the interactions with their text) and ``cat``
-(the kept items). What it chose, and why:
+(the kept items). What it chose, and why (``bench/prepare.py`` measures it, ``bench/RESULTS.md``):
 
 * Order is always (timestamp, input order ``_rid``): deterministic, and ties at the same second
   keep the order of the dump.
-* ``user_n``/``user_avg``/``item_n``/``item_avg`` use a ``RANGE BETWEEN UNBOUNDED PRECEDING AND
-  1 PRECEDING`` frame on integer seconds: exactly the interactions strictly before the target's
-  second (DuckDB evaluates these with segment trees, so heavy users cost n log n, not n^2).
-* Histories: sort all kept interactions by (user, time, input order) into one "entry table";
-  a target's ``c`` earlier interactions are the ``c`` rows before it in its user's block, so its
-  history is the slice ``[block start + c - N, block start + c)``. DuckDB computes only these
-  (start, length) pairs; the entry table is held as Arrow arrays (one row per interaction: ids,
-  title, attributes, rating, snippet, time) and each batch of targets gets its lists with one
-  vectorised ``take``. Cost: linear in targets x window — the size of the output itself — with no
-  list of all earlier rows per target (a window ``list()`` in DuckDB was ~5x slower and
-  spilled). The same for items. Since (user, item) pairs are unique after the dedupe, an item's
-  earlier reviews are all by other users.
-* Split files are written with a dictionary page limit large enough that each review snippet is
-  stored once per row group although it recurs in many samples' histories (2-3x smaller files,
-  cheaper to write and read), lz4-compressed, in a writer thread that overlaps the next batch.
+* Counts, averages and history windows come from one numpy sort of the kept rows by (user, time,
+  input order) — and one by item: a row's earlier interactions are the rows of its group before its
+  first same-second tie (so ties are excluded), their mean a difference of prefix sums. O(n log n),
+  ~3x cheaper than the equivalent DuckDB window functions (eight windows, six sorts).
+* Histories: a target's ``c`` earlier interactions are the ``c`` rows before its tie group in that
+  order, so its history is a slice of it; only (start, length) pairs are kept per target, and each
+  batch of targets gets its lists with one vectorised ``take`` of the entry columns. Cost: linear
+  in targets x window — the size of the output itself. The entry columns (ids, rating, time,
+  snippet; title and attributes by item) are read with pyarrow straight from the interactions
+  input, so no text passes through a DuckDB join or sort. Since (user, item) pairs are unique
+  after the dedupe, an item's earlier reviews are all by other users.
+* Review snippets (and the ids and titles), which recur in up to ``history + item_history``
+  samples, are numbered once (``dictionary_encode``); a batch's history lists carry them as
+  dictionary arrays of just the values they use, which Parquet writes as the row group's dictionary
+  page as it is: no copy and no hash per occurrence. The file still declares ``SAMPLE_SCHEMA``
+  (plain strings), so readers see no difference.
+* Split files are written uncompressed (``COMPRESSION``): their bulk is the snippet dictionary
+  pages, where lz4 saves ~1.6x of disk but costs ~45% of the writing; the histories' leaf columns
+  get no min/max statistics (never used). A writer thread overlaps the next batch.
 * Caps (``max_samples``) pick positions with ``numpy.random.default_rng([seed, split index])``
   over the split's targets in time order, then keep time order: the same options give the same
   samples on any machine and DuckDB version.
@@ -47,16 +51,15 @@ from reczero.data.sources import BATCH_ROWS
 
 log = logging.getLogger(__name__)
 
-EARLIER = "ORDER BY timestamp RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
 ORDER = "ORDER BY timestamp, _rid"
 SAMPLE_BATCH_ROWS = 32_768
-COMPRESSION = "none"           # 1.5-2x cheaper to write and to read than zstd, files ~1.4x larger
-DICTIONARY_PAGE_BYTES = 64 << 20   # a review recurs in up to history + item_history samples: dictionary
-                                   # encoding then stores it once per row group (2-3x smaller, faster)
+COMPRESSION = "none"           # split files: lz4 is ~1.6x smaller but ~1.8x dearer to write (see module doc)
+DICTIONARY_PAGE_BYTES = 64 << 20   # room for a row group's distinct snippets (~30 MiB at the default windows)
 
 
 def choose_targets(con, opts: SampleOptions, n_kept: int) -> dict[str, int]:
-    """Table ``tgt(_rid, timestamp, split)`` of chosen targets; returns targets dropped by reason."""
+    """Table ``tgt(_rid, timestamp, split)`` of chosen targets (needs ``ev``: :func:`build_histories`);
+    returns targets dropped by reason."""
     if opts.split == "temporal":
         r_train, r_valid, _ = opts.parsed_split_ratios()
         n_train = round(r_train * n_kept)
@@ -68,8 +71,7 @@ def choose_targets(con, opts: SampleOptions, n_kept: int) -> dict[str, int]:
                  "WHEN 1 THEN 'test' WHEN 2 THEN 'valid' ELSE 'train' END")
     con.execute(f"""
         CREATE TABLE tgt AS SELECT _rid, timestamp, split FROM (
-          SELECT _rid, timestamp, {split} AS split, count(*) OVER (PARTITION BY user_id {EARLIER}) AS user_n
-          FROM st WHERE reason IS NULL)
+          SELECT _rid, timestamp, {split} AS split, user_n FROM ev)
         WHERE user_n >= {opts.min_history}""")
     dropped: Counter = Counter()
     dropped["min_history"] = n_kept - scalar(con, "SELECT count(*) FROM tgt")
@@ -89,11 +91,14 @@ def choose_targets(con, opts: SampleOptions, n_kept: int) -> dict[str, int]:
     return {k: v for k, v in dropped.items() if v}
 
 
+CODED = ("user_id", "item_id", "title", "review")   # history strings carried as per-batch dictionaries
+
+
 def _encoded(entry: pa.StructType) -> pa.StructType:
-    return pa.struct([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name == "review" else f for f in entry])
+    return pa.struct([pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in CODED else f for f in entry])
 
 
-# what the split batches hold in memory: SAMPLE_SCHEMA with the snippets as dictionary arrays
+# what the split batches hold in memory: SAMPLE_SCHEMA with the coded history strings as dictionary arrays
 ENCODED_USER_ENTRY = _encoded(S.USER_HISTORY_ENTRY)
 ENCODED_ITEM_ENTRY = _encoded(S.ITEM_HISTORY_ENTRY)
 ENCODED_SAMPLE = pa.schema([pa.field(f.name, pa.list_(ENCODED_USER_ENTRY)) if f.name == "user_history" else
@@ -101,65 +106,122 @@ ENCODED_SAMPLE = pa.schema([pa.field(f.name, pa.list_(ENCODED_USER_ENTRY)) if f.
                             for f in S.SAMPLE_SCHEMA])
 
 
-USER_ORDER = "ORDER BY user_id, timestamp, _rid"
-ITEM_ORDER = "ORDER BY item_id, timestamp, _rid"
-
-
-def build_histories(con, opts: SampleOptions) -> History:
+def build_histories(con, opts: SampleOptions, interactions: pa.Table | Path) -> History:
     """Table ``ev`` (per kept interaction: counts, averages, where its histories lie) and the entries.
 
-    DuckDB computes, per kept interaction, the counts and averages and its position in user order
-    (``ug``: all kept interactions sorted by user, time, input order) and in item order (``ig``);
-    a target's history is then the ``u_len`` rows before its own in user order, starting at
-    ``u_start`` (the same for items). Needs ``raw`` (the text), so it runs on ``con``.
+    Per kept interaction, in numpy over the (user, time, input order) sort of the kept rows: the
+    number and mean rating of the user's interactions strictly before its second, and where its
+    history lies in that order (the ``u_len`` rows before its first same-second tie, from
+    ``u_start``); the same for items. ``ev`` goes back into DuckDB for the target queries. The
+    entries themselves are read straight from ``interactions`` (what ``raw`` shows, row ``_rid``
+    = row number) with pyarrow, so no text passes through DuckDB, a join or a sort.
     """
-    con.execute(f"""
-        CREATE TABLE ev AS
-        WITH w AS (
-          SELECT _rid, user_id, item_id, rating, timestamp,
-            count(*) OVER (PARTITION BY user_id {EARLIER}) AS user_n,
-            avg(rating) OVER (PARTITION BY user_id {EARLIER}) AS user_avg,
-            count(*) OVER (PARTITION BY item_id {EARLIER}) AS item_n,
-            avg(rating) OVER (PARTITION BY item_id {EARLIER}) AS item_avg,
-            row_number() OVER (PARTITION BY user_id {ORDER}) - 1 AS upos,
-            row_number() OVER (PARTITION BY item_id {ORDER}) - 1 AS ipos,
-            row_number() OVER ({USER_ORDER}) - 1 AS ug,
-            row_number() OVER ({ITEM_ORDER}) - 1 AS ig
-          FROM st WHERE reason IS NULL)
-        SELECT _rid, user_id, item_id, rating, timestamp, user_n, user_avg, item_n, item_avg, ug, ig,
-          ug - upos + user_n - least(user_n, {opts.history}) AS u_start, least(user_n, {opts.history}) AS u_len,
-          ig - ipos + item_n - least(item_n, {opts.item_history}) AS i_start, least(item_n, {opts.item_history}) AS i_len
-        FROM w""")
+    kept = con.sql("SELECT _rid, user_id, item_id, rating, timestamp FROM st WHERE reason IS NULL").to_arrow_table()
+    rid, rating, ts = (kept.column(name).to_numpy() for name in ("_rid", "rating", "timestamp"))
+    user = _earlier(_codes(kept.column("user_id")), ts, rid, rating, opts.history)
+    item = _earlier(_codes(kept.column("item_id")), ts, rid, rating, opts.item_history)
+    ev = pa.table({"_rid": rid, "user_id": kept.column("user_id"), "item_id": kept.column("item_id"),
+                   "rating": rating, "timestamp": ts,
+                   "user_n": user.n, "user_avg": user.avg, "item_n": item.n, "item_avg": item.avg,
+                   "u_start": user.start, "u_len": user.length, "i_start": item.start, "i_len": item.length})
+    con.register("ev_arrow", ev)
+    con.execute("CREATE TABLE ev AS SELECT * FROM ev_arrow")
+    con.unregister("ev_arrow")
     if not (opts.history or opts.item_history):
         return History(np.zeros(0, np.int64), np.zeros(0, np.int64), {})
-    # one unsorted fetch; the two orders are index arrays, so no sort ever carries the text
-    table = con.sql(f"""
-        SELECT e.ug, e.ig, e.user_id, e.item_id, e.rating, e.timestamp, c.title, c.attributes,
-               substr(coalesce(r.review, r.summary), 1, {opts.snippet_chars}) AS review
-        FROM ev e JOIN raw r ON r._rid = e._rid LEFT JOIN cat c ON c.item_id = e.item_id""").to_arrow_table()
+    columns = _entry_columns(interactions, opts.snippet_chars)
+    items = con.sql("SELECT item_id, title, attributes FROM cat").to_arrow_table()
+    at_item = pc.index_in(columns["item_id"], value_set=items.column("item_id"))   # null: not a kept item
+    for name in ("title", "attributes"):
+        columns[name] = items.column(name).combine_chunks().take(at_item)
     fields = {f.name: f.type for f in (*S.USER_HISTORY_ENTRY, *S.ITEM_HISTORY_ENTRY)}
-    columns = {name: table.column(name).combine_chunks().cast(tp) for name, tp in fields.items()}
-    reviews = columns.pop("review").dictionary_encode()      # nulls stay null indices
-    codes = pc.fill_null(reviews.indices, -1).to_numpy().astype(np.int32)
-    return History(_inverse(table.column("ug")), _inverse(table.column("ig")), columns, codes, reviews.dictionary)
+    columns = {name: columns[name].cast(fields[name]) for name in fields}
+    coded = {}
+    for name in CODED:
+        values = columns.pop(name).dictionary_encode()      # nulls stay null indices
+        coded[name] = (pc.fill_null(values.indices, -1).to_numpy().astype(np.int32), values.dictionary)
+    return History(user.at, item.at, columns, coded)
+
+
+@dataclass
+class Earlier:
+    """Per kept row (in ``ev`` order): ``n`` earlier interactions of its user (or item), their mean
+    rating ``avg`` (null when none), and its history window ``[start, start + length)`` in the
+    group order; ``at[p]`` is the ``_rid`` at position ``p`` of that order."""
+
+    n: np.ndarray
+    avg: pa.Array
+    start: np.ndarray
+    length: np.ndarray
+    at: np.ndarray
+
+
+def _codes(ids: pa.ChunkedArray) -> np.ndarray:
+    return ids.combine_chunks().dictionary_encode().indices.to_numpy()
+
+
+def _earlier(group: np.ndarray, ts: np.ndarray, rid: np.ndarray, rating: np.ndarray, window: int) -> Earlier:
+    """Counts, means and windows over the interactions strictly before each row's second, per group.
+
+    Sort by (group, time, input order); a row's earlier interactions are the rows from its group's
+    first to its own (time, ...) tie group's first: ``tie_start - block_start`` of them, summed by a
+    prefix sum. O(n log n) for the sort, O(n) after it.
+    """
+    order = np.lexsort((rid, ts, group))
+    g, t = group[order], ts[order]
+    pos = np.arange(len(order))
+    block = np.ones(len(order), bool)
+    block[1:] = g[1:] != g[:-1]
+    tie = block.copy()
+    tie[1:] |= t[1:] != t[:-1]
+    block_start = np.maximum.accumulate(np.where(block, pos, 0))
+    tie_start = np.maximum.accumulate(np.where(tie, pos, 0))
+    n = tie_start - block_start
+    total = np.zeros(len(order) + 1)
+    np.cumsum(rating[order], out=total[1:])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (total[tie_start] - total[block_start]) / n
+    length = np.minimum(n, window)
+    back = np.empty_like(order)
+    back[order] = pos                         # row -> its position in the order
+    return Earlier(n=n[back], avg=pa.array(mean[back], mask=(n == 0)[back]), start=(tie_start - length)[back],
+                   length=length[back], at=rid[order])
+
+
+def _entry_columns(interactions: pa.Table | Path, snippet_chars: int) -> dict[str, pa.Array]:
+    """Every input row's ids, rating, time and review snippet (the review, else the summary, cut to
+    ``snippet_chars`` characters), in input order; the full texts are read one batch at a time."""
+    names = S.INTERACTIONS_SCHEMA.names
+    if isinstance(interactions, pa.Table):
+        batches = interactions.select(names).to_batches(BATCH_ROWS)
+    else:
+        batches = pq.ParquetFile(interactions).iter_batches(BATCH_ROWS, columns=names)
+    parts: dict[str, list] = {name: [] for name in ("user_id", "item_id", "rating", "timestamp", "review")}
+    for batch in batches:
+        batch = batch.select(names).cast(S.INTERACTIONS_SCHEMA)     # as ``raw`` casts them
+        for name in ("user_id", "item_id", "rating", "timestamp"):
+            parts[name].append(batch.column(name))
+        review, summary = (pc.utf8_slice_codeunits(batch.column(name), 0, snippet_chars) for name in ("review", "summary"))
+        parts["review"].append(pc.coalesce(review, summary))       # cut first: coalesce copies what it is given
+    return {name: pa.concat_arrays(arrays) if arrays else pa.array([], S.INTERACTIONS_SCHEMA.field(name).type)
+            for name, arrays in parts.items()}
 
 
 @dataclass
 class History:
-    """The kept interactions as history entries: ``columns`` in fetch order, and where each
-    position of user order (``user_at``) and item order (``item_at``) lies among them.
+    """The kept interactions as history entries, by input row: ``columns``, and where each position
+    of user order (``user_at``) and item order (``item_at``) lies among them.
 
-    Review snippets are held once each (``snippets``, distinct values) with each entry's index
-    into them (``snippet_of``, -1 for none): a batch's history lists then carry their snippets as a
-    dictionary array of only the distinct snippets they use, which Parquet stores as the column
-    chunk's dictionary page as is — no copy and no hash of each of the ~20 snippets per sample.
+    The strings (``coded``: ids, title, review snippet) are held once each, as ``(codes, values)``:
+    each row's index into the distinct ``values`` (-1 for none). A batch's history lists carry them
+    as dictionary arrays of only the values they use, which Parquet writes as the column chunk's
+    dictionary page as is: no copy and no hash of each of the ~20 snippets per sample.
     """
 
     user_at: np.ndarray
     item_at: np.ndarray
     columns: dict[str, pa.Array]
-    snippet_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    snippets: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    coded: dict[str, tuple[np.ndarray, pa.Array]] = field(default_factory=dict)
 
     def lists(self, starts: pa.Array, lengths: pa.Array, by: str) -> pa.ListArray:
         """Per row, the entries at ``[start, start + length)`` of user (``by="user"``) or item order."""
@@ -173,25 +235,23 @@ class History:
         at = self.user_at if by == "user" else self.item_at
         rows = at[np.repeat(start - offsets[:-1], n) + np.arange(offsets[-1])]
         taken = pa.array(rows)
-        values = [self._snippets(rows) if f.name == "review" else self.columns[f.name].take(taken) for f in entry]
+        values = [self._dictionary(f.name, rows) if f.name in self.coded else self.columns[f.name].take(taken)
+                  for f in entry]
         return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
                                         pa.StructArray.from_arrays(values, fields=list(entry)))
 
-    def _snippets(self, rows: np.ndarray) -> pa.DictionaryArray:
-        codes = self.snippet_of[rows]
+    def _dictionary(self, name: str, rows: np.ndarray) -> pa.DictionaryArray:
+        codes, values = self.coded[name]
+        codes = codes[rows]
         have = codes >= 0
-        used, index = np.unique(codes[have], return_inverse=True)
+        flags = np.zeros(len(values), bool)       # which values the batch uses (cheaper than a sort)
+        flags[codes[have]] = True
+        used = np.flatnonzero(flags)
+        renumber = np.zeros(len(values), np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
         indices = np.zeros(len(codes), np.int32)
-        indices[have] = index
-        return pa.DictionaryArray.from_arrays(pa.array(indices, mask=~have), self.snippets.take(pa.array(used)))
-
-
-def _inverse(order: pa.ChunkedArray) -> np.ndarray:
-    """``at[order[k]] = k``: from each row's position in an order to the row at each position."""
-    pos = order.to_numpy()
-    at = np.empty(len(pos), np.int64)
-    at[pos] = np.arange(len(pos))
-    return at
+        indices[have] = renumber[codes[have]]
+        return pa.DictionaryArray.from_arrays(pa.array(indices, mask=~have), values.take(pa.array(used)))
 
 
 def write_splits(con, history: History, opts: SampleOptions, out: Path) -> dict[str, int]:
@@ -230,10 +290,10 @@ def scalar(con, sql: str):
     return con.execute(sql).fetchall()[0][0]
 
 
-def fetch_to_parquet(con, sql: str, path: Path, schema: pa.Schema) -> int:
+def fetch_to_parquet(con, sql: str, path: Path, schema: pa.Schema, compression: str = "zstd") -> int:
     """Stream a query's result into a Parquet file with exactly ``schema``; returns the row count."""
     reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
-    return write_parquet(path, schema, (pa.Table.from_batches([batch]) for batch in reader))
+    return write_parquet(path, schema, (pa.Table.from_batches([batch]) for batch in reader), compression)
 
 
 def write_parquet(path: Path, schema: pa.Schema, tables: Iterable[pa.Table], compression: str = COMPRESSION,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,15 +99,13 @@ def write_prepared(out_dir: str | Path, interactions: pa.Table | str | Path, ite
         if kept == 0:
             raise DataError(f"{file}: no interaction left after checks and filters (read {read}, "
                             f"rejected {dict(rejects.rejected['interactions'])}); see {out / S.REJECTS}")
+        history = build_histories(con, opts, interactions)
         dropped = choose_targets(con, opts, kept)
-        history = build_histories(con, opts)
-        with ThreadPoolExecutor(1) as pool:      # the split files are written while DuckDB copies the interactions
-            splits = pool.submit(write_splits, con, history, opts, out)
-            con.execute(f"""COPY (SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r
-                                JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid)
-                            TO '{(out / S.INTERACTIONS).as_posix()}' (FORMAT parquet, {INTERACTIONS_COMPRESSION})""")
-            splits = splits.result()
+        splits = write_splits(con, history, opts, out)
         del history
+        con.execute(f"""COPY (SELECT r.user_id, r.item_id, r.rating, r.timestamp, r.review, r.summary FROM raw r
+                            JOIN st s ON r._rid = s._rid AND s.reason IS NULL ORDER BY r.timestamp, r._rid)
+                        TO '{(out / S.INTERACTIONS).as_posix()}' (FORMAT parquet, {INTERACTIONS_COMPRESSION})""")
         n_users = scalar(con, "SELECT count(DISTINCT user_id) FROM st WHERE reason IS NULL")
         n_items = scalar(con, "SELECT count(*) FROM cat")
     finally:

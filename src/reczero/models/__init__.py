@@ -8,11 +8,11 @@ imported until a function runs.
 """
 
 from reczero.models.base import build_base
-from reczero.models.load import load_model, load_tokenizer, resolve_model_path
+from reczero.models.load import configure_threads, load_model, load_tokenizer, resolve_model_path
 from reczero.models.tiny import SIZES, count_parameters, make_test_model, qwen2_config
 from reczero.models.tokenizer import save_tokenizer, train_tokenizer
 
 __all__ = [
-    "SIZES", "build_base", "count_parameters", "load_model", "load_tokenizer", "make_test_model", "qwen2_config",
+    "SIZES", "build_base", "configure_threads", "count_parameters", "load_model", "load_tokenizer", "make_test_model", "qwen2_config",
     "resolve_model_path", "save_tokenizer", "train_tokenizer",
 ]

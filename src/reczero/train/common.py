@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,26 @@ def finish(paths: RunPaths, trainer, tokenizer, summary: dict[str, Any]) -> None
     trainer.save_model(str(paths.model))
     tokenizer.save_pretrained(str(paths.model))
     paths.done.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+
+
+# Shown in the progress bar's postfix instead of the Trainer's full log dict (which stays in log.jsonl).
+PROGRESS_KEYS = {"loss": "loss", "reward": "reward", "rewards/answer/mean": "answer", "format_rate": "format",
+                 "parse_rate": "parsed", "pred_std": "pred_std", "frac_reward_zero_std": "zero_std", "entropy": "entropy"}
+
+
+def use_compact_progress(trainer) -> None:
+    """Replace the Trainer's progress callback by one that shows a few key figures in the bar's
+    postfix rather than printing every logged dict (all of it is in RUN/log.jsonl)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class CompactProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                shown = {short: f"{logs[k]:.3g}" for k, short in PROGRESS_KEYS.items()
+                         if isinstance(logs.get(k), int | float)}
+                self.training_bar.set_postfix(shown, refresh=False)
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(CompactProgress())
+    # transformers 5 warns on every (un)checkpointing call that the name is deprecated: noise, not news
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning)

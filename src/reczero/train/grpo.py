@@ -170,13 +170,14 @@ def train_grpo(recipe: GRPORecipe) -> int:
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from reczero.models import load_model
+    from reczero.models import configure_threads, load_model
     from reczero.rewards import AnswerReward, FormatReward
 
     p = plan(recipe)
     print_plan(p)
     use_cpu = recipe.use_cpu or not torch.cuda.is_available()
     model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    configure_threads(recipe.threads, model)
     scale = schema.rating_scale(recipe.data)
     # Build prompts only for the samples the run can reach: with max_steps set, a seeded random subset
     # of max_steps x prompts-per-step training samples (tokenising every prompt of a large split for a
@@ -199,6 +200,7 @@ def train_grpo(recipe: GRPORecipe) -> int:
         train_dataset=Dataset.from_list(records), processing_class=tokenizer, callbacks=callbacks,
         peft_config=lora_config(recipe),
     )
+    common.use_compact_progress(trainer)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     common.finish(paths, trainer, tokenizer, {

@@ -133,11 +133,12 @@ def train_sft(recipe: SFTRecipe) -> int:
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from reczero.models import load_model
+    from reczero.models import configure_threads, load_model
     from reczero.train.grpo import lora_config
 
     use_cpu = recipe.use_cpu or not torch.cuda.is_available()
     model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    configure_threads(recipe.threads, model)
     tokenizer.padding_side = "right"  # training pads on the right; generation (validation) sets left itself
     records, counts = sft_records(recipe, tokenizer)
     log.info("teacher records: %s", counts)
@@ -149,6 +150,7 @@ def train_sft(recipe: SFTRecipe) -> int:
     trainer = SFTTrainer(model=model, args=sft_args(recipe, str(paths.checkpoints), use_cpu),
                          train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                          callbacks=callbacks, peft_config=lora_config(recipe))
+    common.use_compact_progress(trainer)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     tokenizer.padding_side = "left"

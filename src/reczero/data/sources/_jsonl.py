@@ -23,9 +23,17 @@ A file of the wrong format is caught early: if the first ``PROBE_RECORDS`` recor
 rejected, or a file ends with none kept, :class:`DataError` names the file, the fields the format
 needs and the fields found; an empty file is an error too.
 
-The vectorised attempt costs a parse when it fails, so after a failure the next piece goes straight
-to the line loop, after two failures the next three, and so on (at most 63): a dirty or
+A line the vectorised parser cannot read does not send its whole piece to the line loop: pyarrow
+names the object ("... in row N"), so that line alone goes to the line loop and the lines before
+and after it are tried vectorised again (at most ``MAX_RETRIES`` times per piece). In a real dump,
+where one piece in a few holds a bad line, nearly every line is then read vectorised.
+Still, a failed attempt costs a parse, so after a piece with no vectorised part the next piece goes
+straight to the line loop, after two such pieces the next three, and so on (at most 63): a dirty or
 Python-literal file costs little more than the line loop alone, a clean one runs vectorised.
+
+Pieces are parsed in ``PARSE_THREADS`` threads (``pyarrow.json`` releases the GIL, and reads the
+piece from an Arrow buffer, not a Python file object) a few pieces ahead of the line loop, which
+stays in the calling thread and in file order, so line numbers and rejects are as in one thread.
 """
 
 from __future__ import annotations
