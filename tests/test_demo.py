@@ -1,0 +1,78 @@
+"""The demo: the claims' logic, and the whole pipeline at micro sizes (every stage for real), with
+finished stages skipped on a rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reczero import cli, demo
+
+
+def m(mae, pf=0.0):
+    return {"mae": mae, "rmse": mae + 0.2, "parse_failure_rate": pf, "n": 100}
+
+
+def test_claims_hold_and_fail():
+    metrics = {"global": m(0.85), "median": m(0.83), "user": m(0.80), "item": m(0.76), "avg-blend": m(0.72),
+               "reczero": m(0.70), "sft-only": m(0.75), "recone": m(0.65)}
+    assert [h for _, h in demo.claims(metrics)] == [True, True, True, True]
+    metrics["recone"] = m(0.74)
+    assert [h for _, h in demo.claims(metrics)] == [True, True, False, False]
+
+
+def test_claims_need_parsed_answers():
+    # a model that only returns the fallback (user average) must not be credited with its MAE
+    metrics = {"global": m(0.85), "median": m(0.83), "reczero": m(0.70, pf=1.0)}
+    assert demo.claims(metrics)[0][1] is False
+    assert demo.claims(metrics)[1][1] is None          # RecOne missing: not decided
+
+
+MICRO = {
+    "data": {"users": 40, "items": 24, "max_samples": "valid=16,test=12"},
+    "baselines": ["global", "median", "user", "mf"],
+    "baseline": {},
+    "base": {"size": "tiny", "pretrain_epochs": 0.05, "warmup_steps": 2, "batch_size": 4, "seq_len": 128,
+             "eval_samples": 4, "vocab_size": 600},
+    "reczero": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8,
+                "eval_steps": 0, "max_prompt_tokens": 256, "learning_rate": 1e-3},
+    "teacher": {"n": 8},
+    "sft": {"max_steps": 1, "per_device_train_batch_size": 4, "eval_steps": 0, "max_prompt_tokens": 256},
+    "recone": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8,
+               "eval_steps": 0, "max_prompt_tokens": 256},
+    "eval": {"max_new_tokens": 8, "batch_size": 8, "max_prompt_tokens": 256},
+}
+
+
+def test_micro_demo_runs_every_stage_and_skips_on_rerun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "demo_settings", lambda quick: MICRO)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    for stage in ["data", "baseline-mf", "base", "reczero", "teacher", "sft-only", "recone", "eval-recone", "report"]:
+        assert f"== {stage}: done" in text, stage
+    assert "Bayes floor" in text and "report.html" in text
+    for name in ["reczero", "sft-only", "recone", "global", "mf"]:
+        metrics = json.loads((out / "runs" / name / "eval" / "test" / "metrics.json").read_text())
+        assert metrics["n"] == 12                       # every method on the same capped test split
+    html = (out / "report" / "report.html").read_text()
+    assert "RecOne-tiny" in html and "data:image/png;base64" in html
+
+    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "== base: already done" in again and "== recone: already done" in again
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_shipped_demo_settings_resolve(quick):
+    from reczero.config import BaseConfig, EvalConfig, GRPORecipe, SFTRecipe, SynthConfig, TeacherConfig, resolve
+
+    s = demo.demo_settings(quick)
+    resolve(SynthConfig, None, {**s["data"], "out": "o"})
+    resolve(BaseConfig, None, {**s["base"], "data": "d", "out": "o"})
+    for stage in ("reczero", "recone"):
+        resolve(GRPORecipe, None, {**s[stage], "data": "d", "model": "m", "out": "o"})
+    resolve(SFTRecipe, None, {**s["sft"], "data": "d", "model": "m", "out": "o", "teacher_data": "t"})
+    resolve(TeacherConfig, None, {**s["teacher"], "data": "d", "out": "o", "heuristic": True})
+    resolve(EvalConfig, None, {**s["eval"], "model": "m", "data": "d"})
