@@ -66,7 +66,15 @@ def test_micro_demo_runs_every_stage_and_skips_on_rerun(tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("quick", [True, False])
 def test_shipped_demo_settings_resolve(quick):
-    from reczero.config import BaseConfig, EvalConfig, GRPORecipe, SFTRecipe, SynthConfig, TeacherConfig, resolve
+    from reczero.config import (
+        BaseConfig,
+        EvalConfig,
+        GRPORecipe,
+        SFTRecipe,
+        SynthConfig,
+        TeacherConfig,
+        resolve,
+    )
 
     s = demo.demo_settings(quick)
     resolve(SynthConfig, None, {**s["data"], "out": "o"})

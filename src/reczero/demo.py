@@ -22,8 +22,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from reczero.config import (BaseConfig, BaselineConfig, DemoConfig, EvalConfig, GRPORecipe, SFTRecipe,
-                            SynthConfig, TeacherConfig, load_yaml, resolve)
+from reczero.config import (
+    BaseConfig,
+    BaselineConfig,
+    DemoConfig,
+    EvalConfig,
+    GRPORecipe,
+    SFTRecipe,
+    SynthConfig,
+    TeacherConfig,
+    load_yaml,
+    resolve,
+)
 
 log = logging.getLogger(__name__)
 

@@ -233,6 +233,30 @@ def make_validation_callback(paths: RunPaths, recipe: TrainCommon, tokenizer, *,
     return ValidationCallback()
 
 
+def trainer_kwargs(recipe: TrainCommon, output_dir: str, use_cpu: bool) -> dict[str, Any]:
+    """The TrainingArguments fields every trainer here shares (GRPOConfig and SFTConfig add theirs)."""
+    return dict(
+        output_dir=output_dir,
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        lr_scheduler_type=recipe.lr_scheduler_type,
+        warmup_steps=recipe.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        logging_steps=recipe.logging_steps,
+        save_strategy="steps",
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        bf16=recipe.bf16,
+        use_cpu=use_cpu,
+        report_to="none",
+        seed=recipe.seed,
+        disable_tqdm=False,
+        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
+    )
+
+
 def world_size(recipe: Any) -> int:
     return int(getattr(recipe, "world_size", None) or os.environ.get("WORLD_SIZE", 1))
 

@@ -111,12 +111,7 @@ def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
     from trl import GRPOConfig
 
     return GRPOConfig(
-        output_dir=output_dir,
-        learning_rate=recipe.learning_rate,
-        num_train_epochs=recipe.num_train_epochs,
-        max_steps=recipe.max_steps,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        **common.trainer_kwargs(recipe, output_dir, use_cpu),
         num_generations=recipe.num_generations,
         temperature=recipe.temperature,
         top_p=recipe.top_p,
@@ -126,22 +121,10 @@ def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
         scale_rewards=recipe.scale_rewards,
         entropy_coef=recipe.entropy_coef,
         mask_truncated_completions=recipe.mask_truncated_completions,
-        reward_weights=[1.0, 1.0, 0.0],
-        lr_scheduler_type=recipe.lr_scheduler_type,
-        warmup_steps=recipe.warmup_ratio,
-        logging_steps=recipe.logging_steps,
-        save_strategy="steps",
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        bf16=recipe.bf16,
-        use_cpu=use_cpu,
-        report_to="none",
-        seed=recipe.seed,
-        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
+        reward_weights=[1.0, 1.0, 0.0],  # format, answer, monitor (logs only)
         use_vllm=recipe.use_vllm,
         vllm_mode=recipe.vllm_mode,
         vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
-        disable_tqdm=False,
     )
 
 

@@ -79,27 +79,10 @@ def sft_args(recipe: SFTRecipe, output_dir: str, use_cpu: bool):
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=output_dir,
-        learning_rate=recipe.learning_rate,
-        num_train_epochs=recipe.num_train_epochs,
-        max_steps=recipe.max_steps,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        lr_scheduler_type=recipe.lr_scheduler_type,
-        warmup_steps=recipe.warmup_ratio,
-        logging_steps=recipe.logging_steps,
-        save_strategy="steps",
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        bf16=recipe.bf16,
-        use_cpu=use_cpu,
-        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
-        report_to="none",
-        seed=recipe.seed,
+        **common.trainer_kwargs(recipe, output_dir, use_cpu),
         max_length=recipe.max_length,
         assistant_only_loss=recipe.assistant_only_loss,
         packing=False,
-        disable_tqdm=False,
     )
 
 
