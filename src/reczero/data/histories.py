@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ORDER = "ORDER BY timestamp, _rid"
 SAMPLE_BATCH_ROWS = 32_768
+FLAG_RATIO = 8                 # see History._dictionary
 COMPRESSION = "none"           # split files: lz4 is ~1.6x smaller but ~1.8x dearer to write (see module doc)
 DICTIONARY_PAGE_BYTES = 64 << 20   # room for a row group's distinct snippets (~30 MiB at the default windows)
 
@@ -241,16 +242,27 @@ class History:
                                         pa.StructArray.from_arrays(values, fields=list(entry)))
 
     def _dictionary(self, name: str, rows: np.ndarray) -> pa.DictionaryArray:
+        """The rows' values of ``name`` as a dictionary array of just the distinct values they use.
+
+        Which codes are used: a flag per distinct value while there are at most ``FLAG_RATIO``
+        times as many as rows (a pass over the flags is then cheaper than a sort), else a sort —
+        so the cost stays O(rows log rows) per batch however large the dataset.
+        """
         codes, values = self.coded[name]
         codes = codes[rows]
         have = codes >= 0
-        flags = np.zeros(len(values), bool)       # which values the batch uses (cheaper than a sort)
-        flags[codes[have]] = True
-        used = np.flatnonzero(flags)
-        renumber = np.zeros(len(values), np.int32)
-        renumber[used] = np.arange(len(used), dtype=np.int32)
+        present = codes[have]
+        if len(values) <= FLAG_RATIO * len(codes):
+            flags = np.zeros(len(values), bool)
+            flags[present] = True
+            used = np.flatnonzero(flags)
+            renumber = np.zeros(len(values), np.int32)
+            renumber[used] = np.arange(len(used), dtype=np.int32)
+            index = renumber[present]
+        else:
+            used, index = np.unique(present, return_inverse=True)
         indices = np.zeros(len(codes), np.int32)
-        indices[have] = renumber[codes[have]]
+        indices[have] = index
         return pa.DictionaryArray.from_arrays(pa.array(indices, mask=~have), values.take(pa.array(used)))
 
 
