@@ -378,3 +378,24 @@ def _wrong_source(path: Path, source: str, stream: str, expected: tuple[str, ...
     seen = f"the first object has {', '.join(found)}" if found else "no line is a JSON object"
     return DataError(f"{path}: {what} {read:,} {stream} records were rejected ({why}); is --source {source} right "
                      f"for this file? a {source} {kind} line needs {', '.join(expected)}; {seen} (see rejects.jsonl)")
+
+
+def make_readers(name: str, review_row: Callable[[dict], tuple], meta_row: Callable[[dict], tuple], *,
+                 review_fields: tuple[str, ...], meta_fields: tuple[str, ...], columns: ReviewColumns,
+                 default_scale: RatingScale, loose: Callable[[str], Any] | None = None):
+    """The two reader functions of the source contract for a JSON-lines format (one per source module)."""
+
+    def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = default_scale,
+                          vectorised: bool = True, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
+        """Reviews; ratings off ``scale`` (default: the source's) are rejected as ``bad_rating``.
+        ``vectorised=False`` reads line by line only (the reference path, for tests);
+        ``line_numbers=True`` adds a ``line`` column (the source line of each row)."""
+        return read_jsonl(path, rejects, "interactions", review_row, source=name, expected=review_fields,
+                          scale=scale, columns=columns, vectorised=vectorised, line_numbers=line_numbers, loose=loose)
+
+    def read_items(path: Path, rejects: RejectLog, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
+        """Item metadata, one record per line."""
+        return read_jsonl(path, rejects, "items", meta_row, source=name, expected=meta_fields, loose=loose,
+                          line_numbers=line_numbers)
+
+    return read_interactions, read_items

@@ -16,14 +16,9 @@ what a shopper reads, and sales rank is measured after the reviews it would have
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pyarrow as pa
 
 from reczero.data.schema import RatingScale
-from reczero.data.sources import RejectLog
 from reczero.data.sources._fields import (
     MAX_TITLE_CHARS,
     Rejected,
@@ -36,7 +31,7 @@ from reczero.data.sources._fields import (
     seconds,
     text,
 )
-from reczero.data.sources._jsonl import ReviewColumns, read_jsonl
+from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "amazon2014"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
@@ -74,16 +69,7 @@ def meta_row(obj: dict) -> tuple:
             describe(obj.get("description")))
 
 
-def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = DEFAULT_SCALE,
-                      vectorised: bool = True, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
-    """Reviews; ratings off ``scale`` (default 1–5) are rejected as ``bad_rating``.
-    ``vectorised=False`` reads line by line only (the reference path, for tests);
-    ``line_numbers=True`` adds a ``line`` column (the source line of each row)."""
-    return read_jsonl(path, rejects, "interactions", review_row, source=NAME, expected=REVIEW_FIELDS, scale=scale,
-                      columns=COLUMNS, vectorised=vectorised,
-                      line_numbers=line_numbers, loose=ast.literal_eval)
 
-
-def read_items(path: Path, rejects: RejectLog, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
-    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS, loose=ast.literal_eval,
-                      line_numbers=line_numbers)
+read_interactions, read_items = make_readers(
+    NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
+    default_scale=DEFAULT_SCALE, loose=ast.literal_eval)

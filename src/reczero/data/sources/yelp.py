@@ -13,14 +13,9 @@ values are Python-literal strings ("u'free'") of little use in a prompt.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-
-import pyarrow as pa
 
 from reczero.data.schema import RatingScale
-from reczero.data.sources import RejectLog
 from reczero.data.sources._fields import (
     LATEST_SECONDS,
     MAX_TITLE_CHARS,
@@ -31,7 +26,7 @@ from reczero.data.sources._fields import (
     number,
     text,
 )
-from reczero.data.sources._jsonl import ReviewColumns, read_jsonl
+from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "yelp"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
@@ -88,16 +83,7 @@ def meta_row(obj: dict) -> tuple:
             clean_text(description, 1_000))
 
 
-def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = DEFAULT_SCALE,
-                      vectorised: bool = True, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
-    """Reviews; ratings off ``scale`` (default 1–5) are rejected as ``bad_rating``.
-    ``vectorised=False`` reads line by line only (the reference path, for tests);
-    ``line_numbers=True`` adds a ``line`` column (the source line of each row)."""
-    return read_jsonl(path, rejects, "interactions", review_row, source=NAME, expected=REVIEW_FIELDS, scale=scale,
-                      columns=COLUMNS, vectorised=vectorised,
-                      line_numbers=line_numbers)
 
-
-def read_items(path: Path, rejects: RejectLog, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
-    return read_jsonl(path, rejects, "items", meta_row, source=NAME, expected=META_FIELDS,
-                      line_numbers=line_numbers)
+read_interactions, read_items = make_readers(
+    NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
+    default_scale=DEFAULT_SCALE)
