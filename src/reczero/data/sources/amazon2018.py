@@ -70,7 +70,6 @@ def _main_cat(value: object) -> str | None:
     return clean_text(value, MAX_TITLE_CHARS)
 
 
-
 read_interactions, read_items = make_readers(
     NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
     default_scale=DEFAULT_SCALE)

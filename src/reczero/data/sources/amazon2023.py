@@ -53,7 +53,6 @@ def meta_row(obj: dict) -> tuple:
             describe(obj.get("description"), obj.get("features")))
 
 
-
 read_interactions, read_items = make_readers(
     NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
     default_scale=DEFAULT_SCALE)

@@ -83,7 +83,6 @@ def meta_row(obj: dict) -> tuple:
             clean_text(description, 1_000))
 
 
-
 read_interactions, read_items = make_readers(
     NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
     default_scale=DEFAULT_SCALE)
