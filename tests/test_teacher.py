@@ -23,7 +23,7 @@ from reczero.prompts import format_answer
 from reczero.rewards import check_format, parse_rating
 from reczero.teacher import choose_samples, run_teacher
 from reczero.teacher_client import MAX_RETRY_AFTER, RetryPolicy, retry_after
-from reczero.teacher_heuristic import HeuristicTeacher
+from reczero.teacher_heuristic import HeuristicTeacher, sentence_score, stances
 from reczero.teacher_store import ENDPOINT_ERROR, TeacherStore
 
 SCALE = RatingScale(1, 5)
@@ -74,10 +74,12 @@ def test_heuristic_records_are_well_formed_and_rationalised(data, tmp_path, temp
     rationalised = sum(r["rationalised"] for r in records)
     assert 0 < rationalised < 40            # both paths really run
     if template != "rate-only":
-        assert sum(len(r["completion"].split()) for r in records) / 40 < 90   # short, for tiny models
+        assert max(len(r["completion"].split()) for r in records) <= 60   # short, for tiny models
 
 
 def test_heuristic_rationale_cites_attributes_from_the_history(data, tmp_path):
+    """Each like/dislike in <analyze user> is what the history says of it: the fixture's reviews
+    ("loved this jazz one" / "meh this jazz one") where they name it, else the ratings."""
     out = tmp_path / "t.jsonl"
     run_teacher(TeacherConfig(data=str(data), out=str(out), heuristic=True, n=40))
     samples = {s["sample_id"]: s for s in choose_samples(str(data), "train", 40, 0)}
@@ -85,16 +87,53 @@ def test_heuristic_rationale_cites_attributes_from_the_history(data, tmp_path):
     for r in read(out):
         sample = samples[r["sample_id"]]
         user = r["completion"].split("</analyze user>")[0]
-        for attr, sign in re.findall(r"(\w+) \(([+-])\d", user):
-            rated = [h["rating"] for h in sample["user_history"] if attr in h["attributes"]]
-            assert rated, f"{attr} is not in the user's history"          # only attributes the user has rated
-            above = sum(rated) / len(rated) > sample["user_avg"]
-            assert above == (sign == "+"), (attr, sign, rated, sample["user_avg"])
-            cited += 1
+        for side, attrs in re.findall(r"(likes|dislikes) ([\w, ]+?)[;.]", user):
+            for attr in attrs.split(", "):
+                if attr == "nothing clear":
+                    continue
+                said = [h["review"].startswith("loved") for h in sample["user_history"]
+                        if re.search(rf"\b{attr}\b", h["review"])]
+                rated = [h["rating"] for h in sample["user_history"] if attr in h["attributes"]]
+                assert said or rated, f"{attr} is not in the user's history"
+                liked = (2 * sum(said) > len(said)) if said else sum(rated) / len(rated) > sample["user_avg"]
+                assert liked == (side == "likes"), (attr, side, said, rated, sample["user_avg"])
+                cited += 1
+        match = r["completion"].split("<match>")[1]
+        assert all(f"{a}: " in match for a in sample["item_attributes"])   # every target attribute's stance
     assert cited >= 20
 
 
+def test_stance_reader_scores_the_lexicon():
+    assert stances(["Loved the epic feel."], ["epic"]) == {"epic": 1}
+    assert stances(["I can't stand epic stories."], ["epic"]) == {"epic": -1}
+    assert stances(["Glad it had no noir moments. I wish it had more war moments. The drama side was fine."],
+                   ["noir", "war", "drama", "space"]) == {"noir": -1, "war": 1, "drama": 0}   # space: never named
+    assert stances(["Hated it. Loved the jazz feel."], ["jazz"]) == {"jazz": 1}   # only sentences naming it
+    assert stances(["A warm tale, loved it."], ["war"]) == {}                      # whole words only
+    assert stances(["Loved the folk feel.", "The folk bits dragged.", "I always enjoy folk stories."],
+                   ["folk"]) == {"folk": 1}                                        # the sign of the mean
+    assert sentence_score("I didn't enjoy the drama") == -1                        # negatives come first
+    assert sentence_score("A long book") is None
+
+
+def test_heuristic_reads_reviews_and_description():
+    """Text stances win over ratings (every entry is rated at the average here); inputs come before
+    what is derived from them, and "so about" is the sum of the terms shown."""
+    reviews = ["Loved the jazz feel.", "I can't stand noir stories.", "The folk side was fine."]
+    hist = [{"title": f"T{i}", "attributes": [a], "rating": 3.0, "review": text, "timestamp": i}
+            for i, (a, text) in enumerate(zip(["jazz", "noir", "folk"], reviews, strict=True))]
+    sample = {"sample_id": "s2", "rating": 2.0, "user_history": hist, "user_avg": 3.0, "user_n": 3,
+              "item_title": "Blue", "item_attributes": ["jazz", "noir", "space"], "item_description": "A weak jazz story.",
+              "item_history": [{"rating": 4.0, "review": ""}], "item_avg": 3.4, "item_n": 1}
+    text = HeuristicTeacher("structured", SCALE, seed=0, noise=0.0).write(sample)
+    assert text == ("<analyze user>avg 3.0 over 3 ratings; likes jazz; dislikes noir.</analyze user>\n"
+                    "<analyze item>jazz, noir, space; weak; avg 3.4 over 1 rating.</analyze item>\n"
+                    "<match>user 3.0, item 3.4, base 3.2; weak -0.5; jazz: liked +0.8; noir: disliked -1.3; "
+                    "space: unknown; so about 2.2.</match>\n<rate>2</rate>")
+
+
 def test_heuristic_match_brings_the_evidence_next_to_the_rate():
+    """Without review text, the ratings give the stances (deviations from the user's average)."""
     hist = [{"title": f"T{i}", "attributes": [g], "rating": r, "review": "", "timestamp": i}
             for i, (g, r) in enumerate([("jazz", 5.0), ("jazz", 5.0), ("noir", 1.0), ("noir", 1.0), ("folk", 3.0)])]
     sample = {"sample_id": "s1", "rating": 4.0, "user_history": hist, "user_avg": 3.0, "user_n": 5,
@@ -102,12 +141,13 @@ def test_heuristic_match_brings_the_evidence_next_to_the_rate():
     teacher = HeuristicTeacher("structured", SCALE, seed=0, noise=0.0)
     text = teacher.write(sample)
     match = text.split("<match>")[1].split("</match>")[0]
-    assert match == "likes jazz +1.0, dislikes noir -1.0; base 3.0 (user 3.0, item none); so about 3.0."
-    assert "likes jazz (+1.0)" in text and "dislikes noir (-1.0)" in text and "folk" not in text
-    told = teacher.write(sample, true_rating=5.0)       # rationalised: the same tastes, what pulls up, ends at 5
+    assert match == "user 3.0, item none, base 3.0; jazz: liked +0.8; noir: disliked -1.3; so about 2.5."
+    assert "likes jazz; dislikes noir." in text and "folk" not in text and parse_rating(text, SCALE) == 3.0
+    told = teacher.write(sample, true_rating=5.0)       # rationalised: the same steps, what pulls up, ends at 5
     match = told.split("<match>")[1].split("</match>")[0]
-    assert match.startswith("likes jazz +1.0, dislikes noir -1.0; but the user has rated as high as 5;")
-    assert parse_rating(told, SCALE) == 5.0 and "so about 5.0" in match
+    assert match == ("user 3.0, item none, base 3.0; jazz: liked +0.8; noir: disliked -1.3; "
+                     "but the user has rated as high as 5; so about 5.0.")
+    assert parse_rating(told, SCALE) == 5.0
 
 
 def test_heuristic_is_deterministic_under_the_seed(data, tmp_path):
