@@ -80,7 +80,7 @@ def test_pretraining_text_is_the_train_split_only(dataset):
     train_reviews = pq.read_table(dataset / schema.INTERACTIONS).to_pandas()
     seen = train_reviews[train_reviews["review"].str.startswith("seen")]["review"]
     assert len(seen) and all(r in text for r in seen)           # every train review is read (twice: user + item page)
-    assert "User history (oldest first):\n- Film" in text and "Item average:" in text and "rated " in text
+    assert "User history (oldest first):\nUser average: none yet\n- Film" in text and "Item average:" in text and "rated " in text
 
 
 def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
@@ -117,6 +117,39 @@ def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
         true_rating = float(batch_loss(model, batch))
     assert true_rating > any_rating
 
+    # With soft slot targets (the model's own prior), the slot costs the cross-entropy to them:
+    # a one-hot target on the true rating costs exactly what allowing only that rating costs.
+    onehot = torch.tensor([[float(t == ids[rate_pos + 1]) for t in grid]])
+    batch = next(warmup_batches([(ids, labels)], 1, 1, tokenizer.pad_token_id, 0, grid, onehot.numpy()))
+    with torch.no_grad():
+        assert float(batch_loss(model, batch)) == pytest.approx(true_rating, rel=1e-5)
+        other = next(t for t in grid if t != ids[rate_pos + 1])         # ... and targets map to the grid's order
+        batch["slot_targets"] = torch.tensor([[float(t == other) for t in grid]])
+        soft_other = float(batch_loss(model, batch))
+        del batch["slot_targets"]
+        batch["rating_tokens"] = torch.tensor([other])
+        assert soft_other == pytest.approx(float(batch_loss(model, batch)), rel=1e-5)
+
+
+def test_prior_texts_and_their_product_of_experts(dataset):
+    import numpy as np
+
+    from reczero.models.probe import prior_of_experts
+
+    opts, scale = BaseConfig(data=str(dataset), out="x"), schema.RatingScale(1, 5)
+    sample = next(s for s in schema.load_split(dataset, "test").to_dict("records") if len(s["item_history"]))
+    item_text = corpus.item_prior_text(sample, opts, scale)
+    assert item_text.startswith(f"Target item: {sample['item_title']}") and item_text.endswith("\n- rated ")
+    assert "HELDOUT" in item_text or "seen" in item_text                # the visible earlier reviews are read
+    user_text = corpus.prior_text(sample, opts, scale)
+    assert user_text.endswith(" rated ") and sample["item_title"] in user_text.splitlines()[-1]
+
+    user = np.log(np.array([[0.1, 0.1, 0.2, 0.4, 0.2]]))
+    flat = np.log(np.full((1, 5), 0.2))
+    assert np.allclose(prior_of_experts(user, flat, [0.2] * 5), np.exp(user))   # an uninformative item changes nothing
+    both = prior_of_experts(user, user, [0.2] * 5)
+    assert np.isclose(both.sum(), 1) and both[0, 3] > np.exp(user)[0, 3]     # agreeing experts sharpen
+
 
 def test_reczero_base_builds_a_loadable_model(dataset, tmp_path):
     from transformers import AutoTokenizer
@@ -132,7 +165,7 @@ def test_reczero_base_builds_a_loadable_model(dataset, tmp_path):
         assert (out / name).is_file(), name
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     stages = {r["stage"] for r in records}
-    assert {"pretrain", "warmup", "eval_greedy", "eval_after_pretrain"} <= stages
+    assert {"pretrain", "warmup", "eval_greedy", "eval_after_pretrain_prior", "eval_after_pretrain_both_prior"} <= stages
     pre = [r["loss"] for r in records if r["stage"] == "pretrain"]
     assert pre[-1] < pre[0]                                        # pretraining learned something
     card = (out / "README.md").read_text()

@@ -164,6 +164,12 @@ class BaseConfig(PromptOptions):
     pretrain_lr: float = opt(3e-3, "Pretraining peak learning rate.")
     warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers with uninformative analyses; rating kept out of the loss).")
     warmup_lr: float = opt(3e-3, "Format warm-up learning rate.")
+    number_tokens: str = opt("averages", "How the tokenizer writes averages: 'averages' = each one-decimal average is one "
+                             "token (\"3.7\"); 'digits' = digit by digit (\"3\", \".\", \"7\"), so an average's "
+                             "leading digit is the very token of a rating.", choices=["averages", "digits"])
+    slot_target: str = opt("prior", "What the warm-up teaches at the rating's position: 'prior' = the model's own rating "
+                           "prior read in the pretraining layout (self-distillation, never the true rating); 'any' = "
+                           "only that some rating goes there.", choices=["prior", "any"])
     batch_size: int = opt(16, "Sequences per optimisation step.")
     seq_len: int = opt(512, "Pretraining sequence length (documents are packed).")
     eval_samples: int = opt(64, "Validation samples on which the base is measured (read-off and greedy MAE, format rate; 0: skip).")

@@ -60,16 +60,35 @@ def _prompt(sample: dict[str, Any], cfg: Any, tokenizer: Any, scale: schema.Rati
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _measure(model, tokenizer, cfg, scale, samples, answers, fallback, slot: bool = True) -> dict[str, Any]:
-    """Read-offs on validation samples: in the pretraining layout ("prior") and at ``<rate>`` ("slot")."""
+def _prior(model, tokenizer, cfg, scale, samples, marginal) -> dict[str, Any]:
+    """The rating prior in the pretraining layout: log-probabilities on the grid after the user page
+    and after the item page of each sample, and their product of experts (probabilities)."""
+    user = probe.grid_logprobs(model, tokenizer, [corpus.prior_text(s, cfg, scale) for s in samples], scale)
+    item = probe.grid_logprobs(model, tokenizer, [corpus.item_prior_text(s, cfg, scale) for s in samples], scale)
+    return {"user": user, "item": item, "both": probe.prior_of_experts(user, item, marginal)}
+
+
+def _measure(model, tokenizer, cfg, scale, samples, answers, fallback, marginal, slot: bool = True) -> dict[str, Any]:
+    """Read-offs on validation samples: in the pretraining layout ("prior": user page, item page and
+    both combined) and at ``<rate>`` ("slot")."""
     targets = [float(s["rating"]) for s in samples]
-    result = {"prior": probe.summarise(probe.read_off(model, tokenizer, [corpus.prior_text(s, cfg, scale) for s in samples],
-                                                      scale), targets, fallback), "targets": targets}
+    grid = probe.rating_grid(scale)
+    prior = _prior(model, tokenizer, cfg, scale, samples, marginal)
+    result = {name: probe.summarise([grid[k] for k in prior[key].argmax(-1)], targets, fallback)
+              for name, key in (("prior", "user"), ("item_prior", "item"), ("both_prior", "both"))}
+    result["targets"] = targets
     if slot:
         result["prompts"] = [_prompt(s, cfg, tokenizer, scale) for s in samples]
         texts = [p + a[0] for p, a in zip(result["prompts"], answers, strict=True)]
         result["slot"] = probe.summarise(probe.read_off(model, tokenizer, texts, scale), targets, fallback)
     return result
+
+
+def _marginal(ratings, scale: schema.RatingScale) -> list[float]:
+    """The training ratings' share of each grid value (add-one smoothed)."""
+    grid = probe.rating_grid(scale)
+    counts = [1 + sum(abs(r - g) < scale.step / 2 for r in ratings) for g in grid]
+    return [c / sum(counts) for c in counts]
 
 
 def build_base(cfg: Any) -> int:
@@ -98,6 +117,7 @@ def build_base(cfg: Any) -> int:
         raise schema.DataError(f"{cfg.data}: the train split is empty; nothing to pretrain on")
     train_ratings = train_df["rating"].to_numpy(dtype=float)
     train_mean, train_median = float(train_ratings.mean()), float(np.median(train_ratings))
+    marginal = _marginal(train_ratings.tolist(), scale)
 
     warm_samples = _records(train_df, max(cfg.warmup_steps * cfg.batch_size, 1), rng)
     warm_templates = [cfg.template] * len(warm_samples)
@@ -106,7 +126,8 @@ def build_base(cfg: Any) -> int:
     answers = corpus.warmup_answers(warm_samples, warm_templates, scale, rng)
     chat_words = ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n"] * 50
     tokenizer = train_tokenizer([*docs, *prompt_texts, *chat_words, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
-                                 *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale)
+                                 *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale,
+                                whole_averages=cfg.number_tokens == "averages")
 
     config = qwen2_config(cfg.size, vocab_size=len(tokenizer), tokenizer=tokenizer,
                           max_position_embeddings=max(4096, cfg.max_prompt_tokens + 1024))
@@ -128,9 +149,11 @@ def build_base(cfg: Any) -> int:
             report["pretrain"] = run_steps(model, pretraining_batches(blocks, cfg.batch_size, pre_steps, cfg.seed),
                                            pre_steps, cfg.pretrain_lr, "pretrain", log_file)
         if eval_samples:
-            report["after_pretrain"] = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean,
-                                                slot=False)["prior"]
-            note("eval_after_pretrain", report["after_pretrain"])
+            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean, marginal, slot=False)
+            for key in ("prior", "item_prior", "both_prior"):
+                report[f"after_pretrain_{key}"] = measured[key]
+                note(f"eval_after_pretrain_{key}", measured[key])
+            report["after_pretrain"] = report["after_pretrain_prior"]
         if cfg.warmup_steps:
             examples = []
             for sample, (before, rating, after) in zip(warm_samples, answers, strict=True):
@@ -139,14 +162,22 @@ def build_base(cfg: Any) -> int:
                     check_pieces(tokenizer, prompt, before, rating, after)
                 examples.append(warmup_example(tokenizer, prompt, before, rating, after))
             report["warmup_examples"] = len(examples)
+            targets = None
+            if cfg.slot_target == "prior":
+                model.eval()
+                targets = _prior(model, tokenizer, cfg, scale, warm_samples, marginal)["both"]
+                report["slot_target"] = {"kind": "prior", "mean_max_prob": float(targets.max(-1).mean())}
+                log.info("warm-up slot targets: the pretrained model's own rating prior (mean top probability %.2f)",
+                         report["slot_target"]["mean_max_prob"])
             warm = warmup_batches(examples, cfg.batch_size, cfg.warmup_steps, tokenizer.pad_token_id, cfg.seed,
-                                  probe.grid_token_ids(tokenizer, scale))
+                                  probe.grid_token_ids(tokenizer, scale), targets)
             replay = pretraining_batches(blocks, max(1, cfg.batch_size // 2), cfg.warmup_steps, cfg.seed + 1)
             batches = ([w, r] for w, r in zip(warm, replay, strict=True))
             report["warmup"] = run_steps(model, batches, cfg.warmup_steps, cfg.warmup_lr, "warmup", log_file)
         if eval_samples:
-            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean)
+            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean, marginal)
             report["after_warmup"], report["slot"] = measured["prior"], measured["slot"]
+            report["after_warmup_both_prior"] = measured["both_prior"]
             report["greedy"] = probe.greedy_eval(model, tokenizer, measured["prompts"], measured["targets"], scale,
                                                  cfg.template, train_mean)
             report["constants"] = probe.constants(measured["targets"], train_mean, train_median)

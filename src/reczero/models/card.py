@@ -55,12 +55,16 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "(title, attributes, description, training-split reviews with ratings, running average), in the prompt's "
         "own line formats.",
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
-        f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt carries no loss and the "
-        "rating's position only the probability of *any* valid rating (never which one).",
+        f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt carries no loss. "
+        + ("At the rating's position the target is the model's *own* rating prior after pretraining, read in the "
+           "pretraining layout (the user page and the item page of the sample, combined as a product of experts "
+           "`p(r|user) p(r|item) / p(r)`): self-distillation that carries the prior into the answer slot, never "
+           "the true rating." if cfg.slot_target == "prior" else
+           "The rating's position learns only the probability of *any* valid rating (never which one)."),
         "",
         "**Never shown**: any validation or test target (rating or review text) — the pretraining text is exactly "
         "the training split's targets (removed by key if a held-out target were among them) and the item table. "
-        "No rating was ever trained as an *answer*.",
+        "No true rating was ever trained as an *answer*.",
         "",
         f"Data: `{cfg.data}`. Seed {cfg.seed}. Built in {report['seconds']:.0f} s on CPU. Full settings: "
         "`config.yaml`; losses: `log.jsonl`.",
@@ -71,7 +75,10 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "|---|---|---|---|---|---|",
         _row("prior after pretraining (history lines, then `- Target [attributes] rated `; argmax over ratings)",
              report.get("after_pretrain")),
-        _row("prior after the warm-up (same read-off)", report.get("after_warmup")),
+        _row("item prior after pretraining (the item's page up to `- rated `)", report.get("after_pretrain_item_prior")),
+        _row("both priors combined (product of experts; the warm-up's slot target)", report.get("after_pretrain_both_prior")),
+        _row("prior after the warm-up (history lines read-off)", report.get("after_warmup")),
+        _row("both priors combined after the warm-up", report.get("after_warmup_both_prior")),
         _row("answer slot after the warm-up (prompt + answer up to `<rate>`; argmax over ratings)", report.get("slot")),
         _row("greedy answers (unparsable → training mean)", report.get("greedy")),
         "",

@@ -48,19 +48,36 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-def read_off(model: Any, tokenizer: Any, texts: list[str], scale: RatingScale, batch_size: int = 16) -> list[float]:
-    """The most likely rating on the grid after each text (which ends in ``<rate>``)."""
+def grid_logprobs(model: Any, tokenizer: Any, texts: list[str], scale: RatingScale, batch_size: int = 16):
+    """``(len(texts), K)`` array: log-probabilities (over the whole vocabulary) of each rating on the
+    grid as the next token after each text."""
     import torch
 
-    grid, ids = rating_grid(scale), grid_token_ids(tokenizer, scale)
-    preds: list[float] = []
+    ids = grid_token_ids(tokenizer, scale)
+    rows = []
     tokenizer.padding_side = "left"
     with torch.no_grad():
         for chunk in _batches(texts, batch_size):
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            logits = model(**enc).logits[:, -1, ids]
-            preds += [grid[k] for k in logits.argmax(-1).tolist()]
-    return preds
+            rows.append(model(**enc).logits[:, -1].float().log_softmax(-1)[:, ids])
+    return torch.cat(rows).numpy() if rows else np.zeros((0, len(ids)))
+
+
+def read_off(model: Any, tokenizer: Any, texts: list[str], scale: RatingScale, batch_size: int = 16) -> list[float]:
+    """The most likely rating on the grid after each text (which ends in ``<rate>``)."""
+    grid = rating_grid(scale)
+    return [grid[k] for k in grid_logprobs(model, tokenizer, texts, scale, batch_size).argmax(-1).tolist()]
+
+
+def prior_of_experts(user_logp, item_logp, marginal) -> Any:
+    """``p(r | user, item) ∝ p(r | user) p(r | item) / p(r)`` over the grid (a product of experts
+    that assumes the user's and the item's evidence independent given the rating), as probabilities."""
+    user = user_logp - np.logaddexp.reduce(user_logp, axis=-1, keepdims=True)
+    item = item_logp - np.logaddexp.reduce(item_logp, axis=-1, keepdims=True)
+    logq = user + item - np.log(np.clip(np.asarray(marginal, dtype=float), 1e-6, None))
+    logq -= logq.max(-1, keepdims=True)
+    q = np.exp(logq)
+    return q / q.sum(-1, keepdims=True)
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
