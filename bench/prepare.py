@@ -35,6 +35,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## prepare"
+MARK, END_MARK = "<!-- prepare:run -->", "<!-- /prepare:run -->"   # the generated part of the section
 SYLLABLES = "ka lo mi nu pe ra si to vu be da fe go hi ju ke la mo ne po qu re sa ti un ve wa xo yo ze".split()
 
 
@@ -109,10 +110,11 @@ def run_prepare(reviews: Path, meta: Path, out: Path, src: Path | None = None) -
 
 
 def record(rows: list[dict], results: Path, gz: bool, baseline: Path | None) -> None:
-    """Replace the ``## prepare`` section of RESULTS.md (other sections are left as they are)."""
+    """Write this run's table into the ``## prepare`` section of RESULTS.md, between the
+    ``<!-- prepare:run -->`` markers (the section's notes and the other sections stay as they are)."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     compare = f" --baseline-src {baseline}" if baseline else ""
-    lines = [SECTION, "",
+    lines = [MARK,
              f"`python bench/prepare.py --sizes {','.join(dict.fromkeys(str(r['n']) for r in rows))}"
              f"{' --gzip' if gz else ''}{compare}` — {when}, {platform.machine()}, {os.cpu_count()} cores shared with "
              f"other jobs (1-min load average before/after each run in the table), Python {platform.python_version()}. "
@@ -128,15 +130,17 @@ def record(rows: list[dict], results: Path, gz: bool, baseline: Path | None) -> 
                      f"| {r['n'] / r['seconds']:,.0f} | {r['cpu_seconds']:.1f} | {r['n'] / r['cpu_seconds']:,.0f} "
                      f"| {1e6 * r['cpu_seconds'] / r['n']:.1f} | {r['peak_rss_mib']:.0f} "
                      f"| {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
-    lines += ["", "Targets: >= 50,000 reviews/s at 1M, peak RSS <= 3 GiB, cost per review flat in N.", ""]
-    text = results.read_text() if results.exists() else "# Benchmark results\n\nMeasured with the scripts in `bench/`.\n\n"
+    lines += ["", "Targets: >= 50,000 reviews/s at 1M, peak RSS <= 3 GiB, cost per review flat in N.", END_MARK]
+    block = "\n".join(lines)
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nMeasured with the scripts in `bench/`.\n"
     head, found, rest = text.partition(SECTION)
-    if found:
-        nxt = rest.find("\n## ")
-        rest = rest[nxt + 1:] if nxt >= 0 else ""
-        text = head + "\n".join(lines) + ("\n" + rest if rest else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+    if not found:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
+    elif MARK in rest.split("\n## ")[0]:
+        before, _, after = rest.partition(MARK)
+        text = head + SECTION + before + block + after.partition(END_MARK)[2]
+    else:                                          # a section without markers: the run goes first
+        text = head + SECTION + "\n\n" + block + rest
     results.write_text(text)
 
 

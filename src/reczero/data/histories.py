@@ -309,10 +309,12 @@ def fetch_to_parquet(con, sql: str, path: Path, schema: pa.Schema, compression: 
 
 
 def write_parquet(path: Path, schema: pa.Schema, tables: Iterable[pa.Table], compression: str = COMPRESSION,
-                  encoded: pa.Schema | None = None, dictionary: bool | list[str] = True) -> int:
+                  encoded: pa.Schema | None = None, dictionary: bool | list[str] = True, *,
+                  compression_level: int | None = None, statistics: list[str] | None = None) -> int:
     """Write tables (cast to ``schema``) into one Parquet file; returns the row count.
 
-    ``dictionary``: dictionary-encode all columns, or only those named.
+    ``dictionary``: dictionary-encode all columns, or only those named. ``statistics``: the columns
+    that get min/max statistics (default: every column that is not nested).
     ``encoded``: the tables come in this schema instead, equal to ``schema`` but with some string
     columns as dictionary arrays; these are written as the column's dictionary page directly, and
     the file still declares ``schema`` (its ``ARROW:schema``), so every reader sees plain strings.
@@ -321,8 +323,10 @@ def write_parquet(path: Path, schema: pa.Schema, tables: Iterable[pa.Table], com
     """
     n = 0
     target = encoded or schema
-    flat = [f.name for f in target if not pa.types.is_nested(f.type)]    # min/max of history leaves: never used
-    with pq.ParquetWriter(path, target, compression=compression, use_dictionary=dictionary, write_statistics=flat,
+    if statistics is None:
+        statistics = [f.name for f in target if not pa.types.is_nested(f.type)]   # min/max of history leaves: never used
+    with pq.ParquetWriter(path, target, compression=compression, compression_level=compression_level,
+                          use_dictionary=dictionary, write_statistics=statistics,
                           dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES, store_schema=encoded is None) as writer, ThreadPoolExecutor(1) as pool:
         if encoded is not None:
             writer.add_key_value_metadata({"ARROW:schema": base64.b64encode(schema.serialize().to_pybytes())})
