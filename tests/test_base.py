@@ -80,7 +80,12 @@ def test_pretraining_text_is_the_train_split_only(dataset):
     train_reviews = pq.read_table(dataset / schema.INTERACTIONS).to_pandas()
     seen = train_reviews[train_reviews["review"].str.startswith("seen")]["review"]
     assert len(seen) and all(r in text for r in seen)           # every train review is read (twice: user + item page)
-    assert "User history (oldest first):\nUser average: none yet\n- Film" in text and "Item average:" in text and "rated " in text
+    assert "User history (oldest first):\n- Film" in text and "Item average:" in text and "rated " in text
+    bare = [d for d in docs if "rated " in d and ": seen" not in d]           # the ratings lists: no review text
+    assert bare and all(line.endswith(("rated 1", "rated 2", "rated 3", "rated 4", "rated 5"))
+                        for d in bare for line in d.splitlines() if line.startswith("- "))
+    plain = corpus.pretraining_documents(dataset, BaseConfig(data=str(dataset), out="x", rating_lists=False))
+    assert len(plain) < len(docs) and all(": seen" in d or "rated" not in d for d in plain)
 
 
 def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):

@@ -164,6 +164,10 @@ class BaseConfig(PromptOptions):
     pretrain_lr: float = opt(3e-3, "Pretraining peak learning rate.")
     warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers with uninformative analyses; rating kept out of the loss).")
     warmup_lr: float = opt(3e-3, "Format warm-up learning rate.")
+    rating_weight: float = opt(10.0, "Pretraining loss weight of a rating token (after \"rated \") relative to other "
+                               "tokens (ratings are ~3%% of the text; 1 = plain language modelling).")
+    rating_lists: bool = opt(True, "Also pretrain on the user and item pages without their review text (ratings lists): "
+                             "many more (average, rating) pairs per token for a tiny model.")
     number_tokens: str = opt("averages", "How the tokenizer writes averages: 'averages' = each one-decimal average is one "
                              "token (\"3.7\"); 'digits' = digit by digit (\"3\", \".\", \"7\"), so an average's "
                              "leading digit is the very token of a rating.", choices=["averages", "digits"])

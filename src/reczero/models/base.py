@@ -146,7 +146,11 @@ def build_base(cfg: Any) -> int:
             log_file.write(json.dumps({"stage": stage, **record}) + "\n")
 
         if pre_steps:
-            report["pretrain"] = run_steps(model, pretraining_batches(blocks, cfg.batch_size, pre_steps, cfg.seed),
+            weight = None
+            if cfg.rating_weight != 1:
+                weight = {"weight": cfg.rating_weight, "rating_tokens": probe.grid_token_ids(tokenizer, scale),
+                          "after": tokenizer.convert_tokens_to_ids("Ġ")}
+            report["pretrain"] = run_steps(model, pretraining_batches(blocks, cfg.batch_size, pre_steps, cfg.seed, weight),
                                            pre_steps, cfg.pretrain_lr, "pretrain", log_file)
         if eval_samples:
             measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean, marginal, slot=False)

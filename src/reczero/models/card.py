@@ -38,8 +38,9 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         f"- Qwen2ForCausalLM, {report['parameters']:,} parameters (tied embeddings): hidden {hidden}, {layers} layers, "
         f"{heads} attention heads ({kv} key/value), MLP {inter}.",
         f"- Tokenizer: byte-level BPE trained on the dataset's text, {report['vocab']:,} tokens; ChatML chat template "
-        "with `{% generation %}` markers; the reasoning tags are ordinary (non-special) added tokens, one-decimal "
-        "averages are single tokens, digits are single tokens.",
+        "with `{% generation %}` markers; the reasoning tags are ordinary (non-special) added tokens, "
+        + ("one-decimal averages are single tokens, " if cfg.number_tokens == "averages" else
+           "averages are written digit by digit, ") + "digits are single tokens.",
         f"- Rating scale {report['scale']['min']:g}–{report['scale']['max']:g} (step {report['scale']['step']:g}).",
         "",
         "## How it was made",
@@ -53,7 +54,8 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         f"blocks of {cfg.seq_len}), loss on every token: user pages (each user's *training-split* interactions, "
         "oldest first, as `- Title [attributes] rated 4: review` lines with running averages) and item pages "
         "(title, attributes, description, training-split reviews with ratings, running average), in the prompt's "
-        "own line formats.",
+        "own line formats" + ("; and the same pages without their review text (ratings lists, dense in "
+                              "(average, rating) pairs)." if cfg.rating_lists else "."),
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
         f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt carries no loss. "
         + ("At the rating's position the target is the model's *own* rating prior after pretraining, read in the "

@@ -8,17 +8,18 @@ What this module chose, and why:
   prompt's line formats (``prompts.history_line`` and friends):
 
   - *user pages*: one user's train-split interactions, oldest first, as "- Title [attributes]
-    rated 4: review" lines, in chunks of ``prompt_history`` lines, each chunk opening with the
-    user's average over the interactions before it ("User average: 3.7 (12 ratings)") and closing
-    with the average after it;
-  - *item pages*: the item block of the prompt (title, attributes, description), the item's
-    average so far, and its train-split reviews in chunks of ``prompt_item_reviews`` (at least 5),
-    closing with "Item average: …".
+    rated 4: review" lines, in chunks of ``prompt_history`` lines, each chunk closing with "User
+    average: 3.7 (12 ratings)" over all of the user's interactions so far;
+  - *item pages*: the item block of the prompt (title, attributes, description) with its
+    train-split reviews, in chunks of ``prompt_item_reviews`` (at least 5), each closing with
+    "Item average: …";
+  - *ratings lists* (``rating_lists``): the same pages without the review text, twice as long.
 
-  The average *before* the lines matters: with it only at the end, a tiny model learns to
-  average ratings it has seen but not to expect a rating near the average it is shown, and the
-  prompt shows averages (in a trial here the priors read off such a model correlated 0.12–0.19
-  with the truth).
+  What a tiny model learns from them (``bench/base_levers.py``): to expect a rating near the
+  ratings above it in the page (the expected next rating of an item page moves by ~0.7 between
+  four earlier 1s and four earlier 5s), but not to use a shown average (it moves by 0.00 between
+  2.0 and 4.5). Putting the running average at the *top* of each chunk, tried here, did not
+  teach the average and lost the first (0.67 -> -0.04).
 
 * **Only training targets are text.** The interactions are exactly the ``train.parquet`` targets
   (their review text joined from ``interactions.parquet``); validation and test targets are removed
@@ -91,13 +92,13 @@ def _chunks(rows: list, size: int):
 
 def user_pages(train, opts: Any, scale: schema.RatingScale) -> list[str]:
     """One document per chunk of ``opts.prompt_history`` consecutive interactions of a user: the
-    user's average *before* the chunk, the chunk's lines, the average after them."""
+    chunk's lines, then the user's average after them."""
     docs = []
     for _, group in train.groupby("user_id", sort=True):
         rows = group.to_dict("records")
         total, n = 0.0, 0
         for chunk in _chunks(rows, opts.prompt_history):
-            lines = ["User history (oldest first):", average_line("User", total / n if n else None, n)]
+            lines = ["User history (oldest first):"]
             for row in chunk:
                 lines.append(history_line(row, opts.prompt_snippet_chars, scale))
                 total, n = total + row["rating"], n + 1
@@ -116,7 +117,7 @@ def _item_head(item: dict[str, Any]) -> list[str]:
 
 def item_pages(train, items, opts: Any, scale: schema.RatingScale) -> list[str]:
     """One document per chunk of an item's train reviews (an item without any gets one page): the
-    item, its average *before* the chunk, the chunk's reviews, the average after them."""
+    item, the chunk's reviews, the item's average after them."""
     by_item = {item_id: g.to_dict("records") for item_id, g in train.groupby("item_id", sort=True)}
     docs = []
     for item in items.to_dict("records"):
@@ -126,7 +127,7 @@ def item_pages(train, items, opts: Any, scale: schema.RatingScale) -> list[str]:
             docs.append("\n".join([*head, average_line("Item", None, 0)]))
         total, n = 0.0, 0
         for chunk in _chunks(rows, max(opts.prompt_item_reviews, 5)):
-            lines = [*head, average_line("Item", total / n if n else None, n), "Earlier reviews of the item (oldest first):"]
+            lines = [*head, "Earlier reviews of the item (oldest first):"]
             for row in chunk:
                 lines.append(item_review_line(row, opts.prompt_snippet_chars, scale))
                 total, n = total + row["rating"], n + 1
@@ -135,14 +136,26 @@ def item_pages(train, items, opts: Any, scale: schema.RatingScale) -> list[str]:
     return docs
 
 
+def rating_lists(train, items, opts: Any, scale: schema.RatingScale) -> list[str]:
+    """User and item pages without the review text (a public ratings list): dense in ratings and
+    averages, so a tiny model sees many more (average, next rating) pairs per token."""
+    bare = train.assign(review=None)
+    wide = type(opts)(**{**vars(opts), "prompt_history": 2 * opts.prompt_history,
+                         "prompt_item_reviews": 2 * max(opts.prompt_item_reviews, 5)})
+    return user_pages(bare, wide, scale) + item_pages(bare, items[items["item_id"].isin(bare["item_id"])], wide, scale)
+
+
 def pretraining_documents(data_dir: str | Path, opts: Any, seed: int = 0) -> list[str]:
-    """User pages and item pages of the training split, shuffled (``seed``)."""
+    """User pages and item pages of the training split (``opts.rating_lists``: also without review
+    text), shuffled (``seed``)."""
     import pyarrow.parquet as pq
 
     scale = schema.rating_scale(data_dir)
     train = training_interactions(data_dir)
     items = pq.read_table(Path(data_dir) / schema.ITEMS).to_pandas()
     docs = user_pages(train, opts, scale) + item_pages(train, items, opts, scale)
+    if getattr(opts, "rating_lists", False):
+        docs += rating_lists(train, items, opts, scale)
     random.Random(seed).shuffle(docs)
     log.info("pretraining text: %d documents from %d training interactions and %d items",
              len(docs), len(train), len(items))
@@ -172,10 +185,7 @@ def prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale) -> 
     history = list(sample.get("user_history") if sample.get("user_history") is not None else [])
     keep = opts.prompt_history - 1   # a user page's chunk holds prompt_history lines; the target is the last
     history = history[-keep:] if keep > 0 else []
-    n_before = max(int(sample.get("user_n") or 0) - len(history), 0)
-    before = _average_before(sample.get("user_avg"), sample.get("user_n"), history)
-    lines = ["User history (oldest first):", average_line("User", before, n_before),
-             *(history_line(h, opts.prompt_snippet_chars, scale) for h in history)]
+    lines = ["User history (oldest first):", *(history_line(h, opts.prompt_snippet_chars, scale) for h in history)]
     lines.append(f"- {item_label(sample.get('item_title'), sample.get('item_attributes'))} rated ")
     return "\n".join(lines)
 
@@ -186,19 +196,9 @@ def item_prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale
     reviews = list(sample.get("item_history") if sample.get("item_history") is not None else [])
     keep = max(opts.prompt_item_reviews, 5) - 1   # an item page's chunk size, less the target's line
     reviews = reviews[-keep:] if opts.prompt_item_reviews > 0 else []
-    n_before = max(int(sample.get("item_n") or 0) - len(reviews), 0)
-    before = _average_before(sample.get("item_avg"), sample.get("item_n"), reviews)
-    lines = [*_item_head(sample), average_line("Item", before, n_before), "Earlier reviews of the item (oldest first):",
+    lines = [*_item_head(sample), "Earlier reviews of the item (oldest first):",
              *(item_review_line(r, opts.prompt_snippet_chars, scale) for r in reviews), "- rated "]
     return "\n".join(lines)
-
-
-def _average_before(avg: Any, n: Any, shown: list) -> float | None:
-    """The average of the ratings before the ``shown`` entries, from the average over all of them."""
-    n = int(n or 0)
-    if avg is None or avg != avg or n <= len(shown):
-        return None
-    return (float(avg) * n - sum(float(e["rating"]) for e in shown)) / (n - len(shown))
 
 
 def warmup_answers(samples: list[dict[str, Any]], templates: list[str], scale: schema.RatingScale,
