@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-LEVERS = ("size", "pretrain_epochs", "warmup_steps", "rating_lists", "number_tokens", "slot_target",
+LEVERS = ("size", "pretrain_epochs", "warmup_steps", "rating_weight", "rating_lists", "number_tokens", "slot_target",
           "prompt_history", "prompt_item_reviews", "prompt_snippet_chars")
 SECTION = "## base levers"
 

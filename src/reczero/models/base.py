@@ -5,20 +5,25 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
 1. **Tokenizer** trained on the dataset's own text (``tokenizer.py``: byte-level BPE, ChatML with
    ``{% generation %}`` markers, the tags as ordinary added tokens, one token per average).
 2. **Pretraining** of a Qwen2-architecture model (``--size``: ~0.3M / 5M / 30M parameters) on
-   the training split's text laid out like the prompt (``corpus.py``), loss on every token. It is
-   never shown a validation or test target.
-3. **Format warm-up**: real prompts with four-tag answers whose analyses describe another sample,
-   the rating kept out of the loss (and the prompt too; the rating's position only learns that
-   *some* rating goes there, ``pretrain.batch_loss``), so the base follows the format and keeps
-   the rating prior pretraining gave it; each step also replays pretraining text. A warm-up with
-   random ratings *in* the loss erased that prior in a trial here (read-off MAE 0.55 -> 2.18). One template (``--template``) only: a tiny
-   model warmed up on a mix of templates did not learn which one its system prompt asked for;
-   build one base per template for the ablations.
-4. **Measured and described**: the rating prior read off in the pretraining layout (the user's
-   history lines, then "- Target [attributes] rated ") after pretraining and after the warm-up,
-   the read-off at the answer's ``<rate>``, the greedy
-   answers' format rate, MAE and distinct predictions on validation samples, next to the constant
-   predictors — all in ``BASE/README.md`` (the model card) and ``BASE/log.jsonl``.
+   the training split's text laid out like the prompt (``corpus.py``: user pages, item pages and,
+   by default, the same pages without review text), loss on every token, a rating token counting
+   ``--rating-weight`` times (default 10). It is never shown a validation or test target. Both
+   defaults are measured levers (``bench/base_levers.py``, RESULTS.md "base levers"): without them
+   the tiny model's rating prior correlated 0.12–0.19 with the truth, with them 0.35.
+3. **Format warm-up**: real prompts with four-tag answers whose analyses describe another sample;
+   the prompt carries no loss; at the rating's position the target is the model's *own* prior read
+   in the pretraining layout (user page and item page combined, ``--slot-target prior``), or only
+   "some rating" (``any``) — never the true rating; each step also replays pretraining text. A
+   warm-up with random ratings *in* the loss erased the prior in a trial here (read-off MAE 0.55 ->
+   2.18). What does not work yet: the slot keeps only part of the prior (correlation 0.17 at
+   ``<rate>`` against 0.39 in the pretraining layout) and greedy answers are the median. One
+   template (``--template``) only: a tiny model warmed up on a mix of templates did not learn which
+   one its system prompt asked for; build one base per template for the ablations.
+4. **Measured and described**: the rating prior read off in the pretraining layout (user page,
+   item page, both) after pretraining and after the warm-up, the read-off at the answer's
+   ``<rate>``, the greedy answers' format rate, MAE and distinct predictions on validation samples,
+   next to the constant predictors — all in ``BASE/README.md`` (the model card) and
+   ``BASE/log.jsonl``.
 """
 
 from __future__ import annotations
