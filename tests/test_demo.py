@@ -20,6 +20,8 @@ def test_claims_hold_and_fail():
     assert [h for _, h in demo.claims(metrics)] == [True, True, True, True]
     metrics["recone"] = m(0.74)
     assert [h for _, h in demo.claims(metrics)] == [True, True, False, False]
+    metrics["recone"] = m(0.745)                     # 0.005 below SFT-only: a tie, not an ordering
+    assert demo.claims(metrics)[1][1] is False
 
 
 def test_claims_need_parsed_answers():

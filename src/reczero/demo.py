@@ -77,13 +77,15 @@ class Stages:
 
 
 MAX_PARSE_FAILURE = 0.05  # a model claim needs >= 95% parsed answers: otherwise the fallback, not the model, predicted
+MIN_GAP = 0.01            # "below" means lower MAE by at least this much: a smaller difference is a tie, not an ordering
 
 
 def claims(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
     """The mission's claims on this run, each True/False (None when a method is missing).
 
     A claim about a model holds only if that model's parse-failure rate is at most 5%: a model whose
-    answers fall back to the user's average is not what is being compared.
+    answers fall back to the user's average is not what is being compared; and only if its MAE is
+    lower by at least :data:`MIN_GAP` (0.01) — a full demo once printed "holds" for 0.887 vs 0.888.
     """
     def below(a: str, bs: list[str]) -> bool | None:
         if a not in metrics or any(b not in metrics for b in bs):
@@ -91,7 +93,7 @@ def claims(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
         models = [m for m in (a, *bs) if m in MODELS]
         if any(metrics[m].get("parse_failure_rate", 0.0) > MAX_PARSE_FAILURE for m in models):
             return False
-        return all(metrics[a]["mae"] < metrics[b]["mae"] for b in bs)
+        return all(metrics[a]["mae"] <= metrics[b]["mae"] - MIN_GAP for b in bs)
 
     return [
         ("RecZero-tiny is below every constant predictor (global mean, global median)",
