@@ -11,7 +11,7 @@ and the greedy answers (MAE, correlation, distinct ratings) beside the constants
 Build the bases first, e.g. on the full demo's world (``reczero data synth`` with the
 ``data:`` section of ``configs/cpu/demo-full.yaml``)::
 
-    reczero base --data DATA --out B1 --pretrain-epochs 1.5 --warmup-steps 120 --eval-samples 200 --rating-lists false
+    reczero base --data DATA --out B1 --pretrain-epochs 1.5 --warmup-steps 120 --eval-samples 200 --no-rating-lists --rating-weight 1
 """
 
 from __future__ import annotations

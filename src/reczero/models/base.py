@@ -91,9 +91,11 @@ def _measure(model, tokenizer, cfg, scale, samples, answers, fallback, marginal,
 
 def _marginal(ratings, scale: schema.RatingScale) -> list[float]:
     """The training ratings' share of each grid value (add-one smoothed)."""
-    grid = probe.rating_grid(scale)
-    counts = [1 + sum(abs(r - g) < scale.step / 2 for r in ratings) for g in grid]
-    return [c / sum(counts) for c in counts]
+    import numpy as np
+
+    index = np.clip(np.rint((np.asarray(ratings, dtype=float) - scale.lo) / scale.step), 0, len(probe.rating_grid(scale)) - 1)
+    counts = 1 + np.bincount(index.astype(int), minlength=len(probe.rating_grid(scale)))
+    return (counts / counts.sum()).tolist()
 
 
 def build_base(cfg: Any) -> int:
@@ -122,7 +124,7 @@ def build_base(cfg: Any) -> int:
         raise schema.DataError(f"{cfg.data}: the train split is empty; nothing to pretrain on")
     train_ratings = train_df["rating"].to_numpy(dtype=float)
     train_mean, train_median = float(train_ratings.mean()), float(np.median(train_ratings))
-    marginal = _marginal(train_ratings.tolist(), scale)
+    marginal = _marginal(train_ratings, scale)
 
     warm_samples = _records(train_df, max(cfg.warmup_steps * cfg.batch_size, 1), rng)
     warm_templates = [cfg.template] * len(warm_samples)

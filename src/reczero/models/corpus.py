@@ -107,9 +107,8 @@ def user_pages(train, opts: Any, scale: schema.RatingScale) -> list[str]:
     return docs
 
 
-def _item_head(item: dict[str, Any]) -> list[str]:
-    head = [f"Target item: {item_label(item.get('title', item.get('item_title')), item.get('attributes', item.get('item_attributes')))}"]
-    description = item.get("description", item.get("item_description"))
+def _item_head(title: Any, attributes: Any, description: Any) -> list[str]:
+    head = [f"Target item: {item_label(title, attributes)}"]
     if description:
         head.append(f"Description: {description}")
     return head
@@ -121,7 +120,7 @@ def item_pages(train, items, opts: Any, scale: schema.RatingScale) -> list[str]:
     by_item = {item_id: g.to_dict("records") for item_id, g in train.groupby("item_id", sort=True)}
     docs = []
     for item in items.to_dict("records"):
-        head = _item_head(item)
+        head = _item_head(item["title"], item["attributes"], item.get("description"))
         rows = by_item.get(item["item_id"], [])
         if not rows:
             docs.append("\n".join([*head, average_line("Item", None, 0)]))
@@ -196,7 +195,8 @@ def item_prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale
     reviews = list(sample.get("item_history") if sample.get("item_history") is not None else [])
     keep = max(opts.prompt_item_reviews, 5) - 1   # an item page's chunk size, less the target's line
     reviews = reviews[-keep:] if opts.prompt_item_reviews > 0 else []
-    lines = [*_item_head(sample), "Earlier reviews of the item (oldest first):",
+    lines = [*_item_head(sample.get("item_title"), sample.get("item_attributes"), sample.get("item_description")),
+             "Earlier reviews of the item (oldest first):",
              *(item_review_line(r, opts.prompt_snippet_chars, scale) for r in reviews), "- rated "]
     return "\n".join(lines)
 
