@@ -60,8 +60,8 @@ def build_model(tokenizer_dir: str, out: Path, shape: dict, bf16: bool) -> int:
 def time_generation(model_dir: Path, data: str, batch: int, new_tokens: int, bf16: bool) -> dict:
     import torch
 
-    from reczero.models import load_model
     from reczero.config import PromptOptions
+    from reczero.models import load_model
     from reczero.train.common import prompt_records
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
