@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from reczero.data.schema import read_manifest
-from reczero.demo import MODELS, claims
+from reczero.demo import MODELS, claims, load_test_predictions
 from reczero.train.common import read_log
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     metrics = results(args.demo_dir)
     floor = read_manifest(args.demo_dir / "data").get("bayes", {}).get("test")
     out = table(metrics, floor) + [""]
-    out += [f"- {'holds' if h else 'does not hold' if h is False else 'n/a'}: {t}" for t, h in claims(metrics)] + [""]
+    out += [f"- {'holds' if h else 'does not hold' if h is False else 'n/a'}: {t}" for t, h in claims(metrics, load_test_predictions(args.demo_dir / "runs"))] + [""]
     for name in MODELS:
         out += curve(args.demo_dir / "runs" / name)
     stages = sorted((args.demo_dir / ".stages").glob("*.json"))

@@ -86,3 +86,28 @@ def test_shipped_demo_settings_resolve(quick):
     resolve(SFTRecipe, None, {**s["sft"], "data": "d", "model": "m", "out": "o", "teacher_data": "t"})
     resolve(TeacherConfig, None, {**s["teacher"], "data": "d", "out": "o", "heuristic": True})
     resolve(EvalConfig, None, {**s["eval"], "model": "m", "data": "d"})
+
+
+def test_claims_need_a_paired_interval_below_zero():
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(1, 6, 400).astype(float)
+    ids = [f"s{i}" for i in range(y.size)]
+
+    def preds(p):
+        return pd.DataFrame({"sample_id": ids, "rating": y, "prediction": p})
+
+    median = np.full(y.size, 4.0)
+    close = np.clip(y + rng.choice([-1, 0, 0, 1], y.size), 1, 5)
+    metrics = {"global": m(0.85), "median": m(0.83), "reczero": m(0.70)}
+    text, holds = demo.claims(metrics, {"median": preds(median), "global": preds(np.full(y.size, 3.5)),
+                                        "reczero": preds(close)})[0]
+    assert holds is True and "vs median" in text and "[" in text
+    # MAEs 0.02 apart by the table, but the predictions differ on a handful of samples: noise, not an ordering
+    nearly = median.copy()
+    nearly[:3] = y[:3]
+    text, holds = demo.claims(metrics, {"median": preds(median), "global": preds(np.full(y.size, 3.5)),
+                                        "reczero": preds(nearly)})[0]
+    assert holds is False

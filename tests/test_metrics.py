@@ -144,3 +144,23 @@ def test_fallback_prediction_order():
     assert fallback_prediction({"user_avg": 4.2, "item_avg": 3.0}, 3.5) == (4.2, "user_avg")
     assert fallback_prediction({"user_avg": nan, "item_avg": 3.0}, 3.5) == (3.0, "item_avg")
     assert fallback_prediction(pd.Series({"user_avg": None, "item_avg": nan}), 3.5) == (3.5, "global_mean")
+
+
+def test_paired_mae_difference_sees_noise_and_signal():
+    rng = np.random.default_rng(0)
+    y = rng.integers(1, 6, 1000).astype(float)
+    good = np.clip(y + rng.normal(0, 0.5, y.size).round(), 1, 5)
+    bad = np.full(y.size, 4.0)
+    d, lo, hi = M.paired_mae_difference(y, good, bad)
+    assert d == pytest.approx(M.mae(y, good) - M.mae(y, bad))
+    assert lo <= d <= hi < 0                       # clearly better: the whole interval below zero
+    d, lo, hi = M.paired_mae_difference(y, good, good.copy())
+    assert (d, lo, hi) == (0.0, 0.0, 0.0)          # identical predictions: no difference at all
+    twin = np.where(rng.random(y.size) < 0.5, good, np.clip(good + rng.choice([-1, 1], y.size), 1, 5))
+    d, lo, hi = M.paired_mae_difference(y, twin, good)
+    assert lo < hi and lo < d < hi
+
+
+def test_paired_mae_difference_checks_lengths():
+    with pytest.raises(ValueError):
+        M.paired_mae_difference([1, 2], [1, 2], [1])

@@ -80,29 +80,61 @@ MAX_PARSE_FAILURE = 0.05  # a model claim needs >= 95% parsed answers: otherwise
 MIN_GAP = 0.01            # "below" means lower MAE by at least this much: a smaller difference is a tie, not an ordering
 
 
-def claims(metrics: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
+def claims(metrics: dict[str, dict[str, Any]],
+           predictions: dict[str, Any] | None = None) -> list[tuple[str, bool | None]]:
     """The mission's claims on this run, each True/False (None when a method is missing).
 
     A claim about a model holds only if that model's parse-failure rate is at most 5%: a model whose
     answers fall back to the user's average is not what is being compared; and only if its MAE is
     lower by at least :data:`MIN_GAP` (0.01) — a full demo once printed "holds" for 0.887 vs 0.888.
+    With ``predictions`` (method -> DataFrame of ``sample_id``, ``rating``, ``prediction``), each
+    comparison also needs the 95% paired-bootstrap interval of the MAE difference on the shared
+    samples to lie below zero, and the claim's text carries the difference and its interval.
     """
-    def below(a: str, bs: list[str]) -> bool | None:
+    from reczero.metrics import paired_mae_difference
+
+    def compare(a: str, b: str) -> tuple[bool, str]:
+        gap_ok = metrics[a]["mae"] <= metrics[b]["mae"] - MIN_GAP
+        if not predictions or a not in predictions or b not in predictions:
+            return gap_ok, ""
+        both = predictions[a].merge(predictions[b], on="sample_id", suffixes=("_a", "_b"))
+        if both.empty:
+            return gap_ok, ""
+        d, lo, hi = paired_mae_difference(both["rating_a"], both["prediction_a"], both["prediction_b"])
+        return gap_ok and hi < 0, f"vs {b} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+    def below(text: str, a: str, bs: list[str]) -> tuple[str, bool | None]:
         if a not in metrics or any(b not in metrics for b in bs):
-            return None
+            return text, None
+        results = [compare(a, b) for b in bs]
+        details = "; ".join(d for _, d in results if d)
+        if details:
+            text = f"{text} — MAE difference, 95% interval: {details}"
         models = [m for m in (a, *bs) if m in MODELS]
         if any(metrics[m].get("parse_failure_rate", 0.0) > MAX_PARSE_FAILURE for m in models):
-            return False
-        return all(metrics[a]["mae"] <= metrics[b]["mae"] - MIN_GAP for b in bs)
+            return text, False
+        return text, all(ok for ok, _ in results)
 
     return [
-        ("RecZero-tiny is below every constant predictor (global mean, global median)",
-         below("reczero", ["global", "median"])),
-        ("RecOne-tiny is below SFT-only (distillation alone)", below("recone", ["sft-only"])),
-        ("RecOne-tiny is below RecZero-tiny", below("recone", ["reczero"])),
-        ("RecOne-tiny is below the prompt-only heuristics (user, item, avg-blend)",
-         below("recone", ["user", "item", "avg-blend"])),
+        below("RecZero-tiny is below every constant predictor (global mean, global median)",
+              "reczero", ["global", "median"]),
+        below("RecOne-tiny is below SFT-only (distillation alone)", "recone", ["sft-only"]),
+        below("RecOne-tiny is below RecZero-tiny", "recone", ["reczero"]),
+        below("RecOne-tiny is below the prompt-only heuristics (user, item, avg-blend)",
+              "recone", ["user", "item", "avg-blend"]),
     ]
+
+
+def load_test_predictions(runs: Path) -> dict[str, Any]:
+    """Each method's test predictions (``sample_id``, ``rating``, ``prediction``) under ``runs``."""
+    import pandas as pd
+
+    out = {}
+    for f in sorted(runs.glob("*/eval/test/predictions.parquet")):
+        mfile = f.with_name("metrics.json")
+        name = (json.loads(mfile.read_text()).get("method") if mfile.is_file() else None) or f.parents[2].name
+        out[name] = pd.read_parquet(f, columns=["sample_id", "rating", "prediction"])
+    return out
 
 
 def results_table(metrics: dict[str, dict[str, Any]], floor: dict[str, Any] | None) -> str:
@@ -164,7 +196,7 @@ def demo(cfg: DemoConfig) -> int:
         m = json.loads(mfile.read_text())
         metrics[m.get("method") or mfile.parents[2].name] = m
     floor = read_manifest(data).get("bayes", {}).get("test")
-    checked = claims(metrics)
+    checked = claims(metrics, load_test_predictions(runs))
     st.run("report", lambda: report([runs], root / "report", split="test", title="reczero demo on RecWorld",
                                     claims=checked), [], always=True)
     print()
