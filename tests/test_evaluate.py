@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from reczero import cli, evaluate, generation
+from reczero import cli, evaluate, generation, rewards
 from reczero.data import schema
 
 N_TEST = 12
@@ -136,6 +136,10 @@ def test_eval_scores_failures_with_fallback_and_metrics_match(tiny_run, data, tm
     assert metrics["mae"] == pytest.approx(err.abs().mean(), abs=1e-12)
     assert metrics["rmse"] == pytest.approx(math.sqrt((err ** 2).mean()), abs=1e-12)
     assert metrics["parse_failure_rate"] == pytest.approx(1 - preds["parsed"].mean(), abs=1e-12)
+    # the format rate is that of the completions as written: a parsed "<rate>9</rate>"-only answer is not well formed
+    assert metrics["format_rate"] == pytest.approx(
+        preds["completion"].map(lambda t: rewards.check_format(t, "structured", schema.rating_scale(data))).mean())
+    assert 0.0 <= metrics["format_rate"] <= 1 - metrics["parse_failure_rate"]
     assert metrics["method"] == "tiny-run" and metrics["split"] == "test"
     assert (out / "config.yaml").is_file()
 

@@ -279,9 +279,14 @@ def evaluate(cfg: EvalConfig) -> int:
         raise ReczeroError(f"{store.dir}: {missing} samples have no prediction after generation")
     position = {sid: i for i, sid in enumerate(df["sample_id"])}
     predictions = predictions.sort_values("sample_id", key=lambda s: s.map(position)).reset_index(drop=True)
+    from reczero.rewards import check_format
+
+    # format compliance of the answers as written (all tags once, in order, rating inside the scale)
+    format_rate = float(predictions["completion"].map(lambda t: check_format(t, cfg.template, scale)).mean())
     metrics = write_results(out, predictions, method=method, split=cfg.split, data_dir=cfg.data,
                             extra={"model": model_path, "backend": cfg.backend, "template": cfg.template,
-                                   "max_new_tokens": cfg.max_new_tokens, "limit": cfg.limit})
+                                   "max_new_tokens": cfg.max_new_tokens, "limit": cfg.limit,
+                                   "format_rate": format_rate})
     print(f"{method} on {cfg.split} (n={metrics['n']}): MAE {metrics['mae']:.4f}  RMSE {metrics['rmse']:.4f}  "
-          f"parse failures {metrics['parse_failure_rate']:.1%}  -> {out}")
+          f"parse failures {metrics['parse_failure_rate']:.1%}  format {format_rate:.1%}  -> {out}")
     return 0
