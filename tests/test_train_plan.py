@@ -42,3 +42,19 @@ def test_dry_run_does_not_import_torch():
             f"cli.main(['train', 'grpo', '--config', r'{CONFIGS / 'paper' / 'reczero-book.yaml'}', '--dry-run'])\n"
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_cpu_recworld_recipes_are_the_full_demo_stages(capsys):
+    """The standalone RecWorld recipes hold exactly the full demo's base and RecZero settings."""
+    from reczero.config import BaseConfig, load_yaml
+    from reczero.demo import demo_settings
+
+    full = demo_settings(quick=False)
+    base = load_yaml(CONFIGS / "cpu" / "base-recworld.yaml")
+    grpo = load_yaml(CONFIGS / "cpu" / "reczero-recworld.yaml")
+    assert {k: v for k, v in base.items() if k not in ("data", "out")} == full["base"]
+    assert {k: v for k, v in grpo.items() if k not in ("data", "model", "out")} == full["reczero"]
+    resolve(BaseConfig, CONFIGS / "cpu" / "base-recworld.yaml", {})          # every key is a flag of `reczero base`
+    assert cli.main(["train", "grpo", "--config", str(CONFIGS / "cpu" / "reczero-recworld.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "prompts_per_step         2" in out and "beta                     0.04" in out
