@@ -105,7 +105,7 @@ def test_claims_need_a_paired_interval_below_zero():
     text, holds = demo.claims(metrics, {"median": preds(median), "global": preds(np.full(y.size, 3.5)),
                                         "reczero": preds(close)})[0]
     assert holds is True and "vs median" in text and "[" in text
-    # MAEs 0.02 apart by the table, but the predictions differ on a handful of samples: noise, not an ordering
+    # the table's MAEs are far apart, but the predictions differ on 3 samples: noise, not an ordering
     nearly = median.copy()
     nearly[:3] = y[:3]
     text, holds = demo.claims(metrics, {"median": preds(median), "global": preds(np.full(y.size, 3.5)),

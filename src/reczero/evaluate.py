@@ -231,6 +231,7 @@ def evaluate(cfg: EvalConfig) -> int:
 
     from reczero.generation import length_order
     from reczero.predictions import write_results
+    from reczero.rewards import check_format
 
     torch.manual_seed(cfg.seed)
     model_path, out, method = resolve_target(cfg)
@@ -279,8 +280,6 @@ def evaluate(cfg: EvalConfig) -> int:
         raise ReczeroError(f"{store.dir}: {missing} samples have no prediction after generation")
     position = {sid: i for i, sid in enumerate(df["sample_id"])}
     predictions = predictions.sort_values("sample_id", key=lambda s: s.map(position)).reset_index(drop=True)
-    from reczero.rewards import check_format
-
     # format compliance of the answers as written (all tags once, in order, rating inside the scale)
     format_rate = float(predictions["completion"].map(lambda t: check_format(t, cfg.template, scale)).mean())
     metrics = write_results(out, predictions, method=method, split=cfg.split, data_dir=cfg.data,
