@@ -44,6 +44,7 @@ MICRO = {
     "recone": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8,
                "eval_steps": 0, "max_prompt_tokens": 256},
     "eval": {"max_new_tokens": 8, "batch_size": 8, "max_prompt_tokens": 256},
+    "prompt": {"prompt_averages": "end"},
 }
 
 
@@ -58,6 +59,8 @@ def test_micro_demo_runs_every_stage_and_skips_on_rerun(tmp_path, monkeypatch, c
     for name in ["reczero", "sft-only", "recone", "global", "mf"]:
         metrics = json.loads((out / "runs" / name / "eval" / "test" / "metrics.json").read_text())
         assert metrics["n"] == 12                       # every method on the same capped test split
+    for stage in ["reczero", "sft-only", "recone", "recone/eval/test"]:     # the prompt section reaches every stage
+        assert "prompt_averages: end" in (out / "runs" / stage / "config.yaml").read_text(), stage
     html = (out / "report" / "report.html").read_text()
     assert "RecOne-tiny" in html and "data:image/png;base64" in html
 
@@ -79,13 +82,14 @@ def test_shipped_demo_settings_resolve(quick):
     )
 
     s = demo.demo_settings(quick)
+    p = s.get("prompt", {})
     resolve(SynthConfig, None, {**s["data"], "out": "o"})
-    resolve(BaseConfig, None, {**s["base"], "data": "d", "out": "o"})
+    resolve(BaseConfig, None, {**s["base"], **p, "data": "d", "out": "o"})
     for stage in ("reczero", "recone"):
-        resolve(GRPORecipe, None, {**s[stage], "data": "d", "model": "m", "out": "o"})
-    resolve(SFTRecipe, None, {**s["sft"], "data": "d", "model": "m", "out": "o", "teacher_data": "t"})
-    resolve(TeacherConfig, None, {**s["teacher"], "data": "d", "out": "o", "heuristic": True})
-    resolve(EvalConfig, None, {**s["eval"], "model": "m", "data": "d"})
+        resolve(GRPORecipe, None, {**s[stage], **p, "data": "d", "model": "m", "out": "o"})
+    resolve(SFTRecipe, None, {**s["sft"], **p, "data": "d", "model": "m", "out": "o", "teacher_data": "t"})
+    resolve(TeacherConfig, None, {**s["teacher"], **p, "data": "d", "out": "o", "heuristic": True})
+    resolve(EvalConfig, None, {**s["eval"], **p, "model": "m", "data": "d"})
 
 
 def test_claims_need_a_paired_interval_below_zero():

@@ -53,6 +53,17 @@ def test_user_message_shows_the_evidence_but_not_the_target_rating():
     assert "4.0" not in text
 
 
+def test_averages_inline_or_together_before_the_question():
+    sample = {**make_sample(), "item_avg": 4.5}
+    lines = build_messages(sample, PromptOptions())[1]["content"].split("\n")
+    user_at, item_at = lines.index("User average: 3.2 (8 ratings)"), lines.index("Item average: 4.5 (1 ratings)")
+    assert user_at < lines.index("Target item: Orbit Nine [sci-fi, space]") < item_at   # the paper's layout
+    lines = build_messages(sample, PromptOptions(prompt_averages="end"))[1]["content"].split("\n")
+    assert lines[-4:] == ["User average: 3.2 (8 ratings)", "Item average: 4.5 (1 ratings)", "",
+                          "How will this user rate the target item?"]
+    assert sum(line.startswith(("User average", "Item average")) for line in lines) == 2
+
+
 def test_token_budget_trims_oldest_history_first(tmp_path):
     from reczero.models import make_test_model
     from reczero.models.load import load_tokenizer

@@ -87,19 +87,19 @@ def test_heuristic_rationale_cites_attributes_from_the_history(data, tmp_path):
     for r in read(out):
         sample = samples[r["sample_id"]]
         user = r["completion"].split("</analyze user>")[0]
-        for side, attrs in re.findall(r"(likes|dislikes) ([\w, ]+?)[;.]", user):
+        for side, attrs in re.findall(r"(Loved|Hated) ([\w, ]+?)[;.]", user):
             for attr in attrs.split(", "):
-                if attr == "nothing clear":
+                if attr == "nothing":
                     continue
                 said = [h["review"].startswith("loved") for h in sample["user_history"]
                         if re.search(rf"\b{attr}\b", h["review"])]
                 rated = [h["rating"] for h in sample["user_history"] if attr in h["attributes"]]
                 assert said or rated, f"{attr} is not in the user's history"
                 liked = (2 * sum(said) > len(said)) if said else sum(rated) / len(rated) > sample["user_avg"]
-                assert liked == (side == "likes"), (attr, side, said, rated, sample["user_avg"])
+                assert liked == (side == "Loved"), (attr, side, said, rated, sample["user_avg"])
                 cited += 1
         match = r["completion"].split("<match>")[1]
-        assert all(f"{a}: " in match for a in sample["item_attributes"])   # every target attribute's stance
+        assert all(re.search(rf"; {a} (Loved|Hated|fine|none)\b", match) for a in sample["item_attributes"])   # every target attribute's stance
     assert cited >= 20
 
 
@@ -118,7 +118,7 @@ def test_stance_reader_scores_the_lexicon():
 
 def test_heuristic_reads_reviews_and_description():
     """Text stances win over ratings (every entry is rated at the average here); inputs come before
-    what is derived from them, and "so about" is the sum of the terms shown."""
+    what is derived from them, and "total" is the sum of the terms named."""
     reviews = ["Loved the jazz feel.", "I can't stand noir stories.", "The folk side was fine."]
     hist = [{"title": f"T{i}", "attributes": [a], "rating": 3.0, "review": text, "timestamp": i}
             for i, (a, text) in enumerate(zip(["jazz", "noir", "folk"], reviews, strict=True))]
@@ -126,10 +126,10 @@ def test_heuristic_reads_reviews_and_description():
               "item_title": "Blue", "item_attributes": ["jazz", "noir", "space"], "item_description": "A weak jazz story.",
               "item_history": [{"rating": 4.0, "review": ""}], "item_avg": 3.4, "item_n": 1}
     text = HeuristicTeacher("structured", SCALE, seed=0, noise=0.0).write(sample)
-    assert text == ("<analyze user>avg 3.0 over 3 ratings; likes jazz; dislikes noir.</analyze user>\n"
-                    "<analyze item>jazz, noir, space; weak; avg 3.4 over 1 rating.</analyze item>\n"
-                    "<match>user 3.0, item 3.4, base 3.2; weak -0.5; jazz: liked +0.8; noir: disliked -1.3; "
-                    "space: unknown; so about 2.2.</match>\n<rate>2</rate>")
+    assert text == ("<analyze user>User average: 3.0 (3 ratings). Loved jazz. Hated noir.</analyze user>\n"
+                    "<analyze item>Item average: 3.4 (1 ratings). jazz, noir, space; weak.</analyze item>\n"
+                    "<match>user 3.0, item 3.4, average 3.2; weak; jazz Loved; noir Hated; "
+                    "space none; total 2.2.</match>\n<rate>2</rate>")    # 3.2 - 0.5 + 0.8 - 1.3
 
 
 def test_heuristic_match_brings_the_evidence_next_to_the_rate():
@@ -141,12 +141,12 @@ def test_heuristic_match_brings_the_evidence_next_to_the_rate():
     teacher = HeuristicTeacher("structured", SCALE, seed=0, noise=0.0)
     text = teacher.write(sample)
     match = text.split("<match>")[1].split("</match>")[0]
-    assert match == "user 3.0, item none, base 3.0; jazz: liked +0.8; noir: disliked -1.3; so about 2.5."
-    assert "likes jazz; dislikes noir." in text and "folk" not in text and parse_rating(text, SCALE) == 3.0
+    assert match == "user 3.0, item none, average 3.0; jazz Loved; noir Hated; total 2.5."
+    assert "Loved jazz. Hated noir." in text and "folk" not in text and parse_rating(text, SCALE) == 3.0
     told = teacher.write(sample, true_rating=5.0)       # rationalised: the same steps, what pulls up, ends at 5
     match = told.split("<match>")[1].split("</match>")[0]
-    assert match == ("user 3.0, item none, base 3.0; jazz: liked +0.8; noir: disliked -1.3; "
-                     "but the user has rated as high as 5; so about 5.0.")
+    assert match == ("user 3.0, item none, average 3.0; jazz Loved; noir Hated; "
+                     "yet the user has rated 5; total 5.0.")
     assert parse_rating(told, SCALE) == 5.0
 
 

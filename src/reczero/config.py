@@ -93,6 +93,7 @@ class PromptOptions:
     prompt_history: int = opt(10, "Show at most this many of the user's most recent history entries in the prompt.")
     prompt_item_reviews: int = opt(5, "Show at most this many earlier reviews of the target item in the prompt.")
     prompt_snippet_chars: int = opt(160, "Review snippets in the prompt are cut to this many characters.")
+    prompt_averages: str = opt("inline", "Where the prompt shows the user's and the item's averages: 'inline' (the user's after their history, the item's after its reviews) or 'end' (both together right before the question, within a small model's reach). Train and evaluate a model with the same choice.", choices=["inline", "end"])
 
 
 # ----------------------------------------------------------------------------------------------

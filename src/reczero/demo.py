@@ -163,32 +163,32 @@ def demo(cfg: DemoConfig) -> int:
     data, base, runs = root / "data", root / "base", root / "runs"
     teacher_file = root / "teacher.jsonl"
     st = Stages(root, cfg.force)
-    seed = {"seed": cfg.seed}
+    common = {"seed": cfg.seed, **s.get("prompt", {})}   # the prompt options go to every stage that prompts a model
     t_start = time.time()
     print(f"reczero demo ({'quick' if cfg.quick else 'full'}) -> {root}")
 
-    st.run("data", lambda: synth(resolve(SynthConfig, None, {**s["data"], **seed, "out": str(data)})), [data])
+    st.run("data", lambda: synth(resolve(SynthConfig, None, {**s["data"], "seed": cfg.seed, "out": str(data)})), [data])
     for method in s["baselines"]:
         st.run(f"baseline-{method}", lambda m=method: run_baseline(resolve(
-            BaselineConfig, None, {**s.get("baseline", {}), **seed, "method": m, "data": str(data),
+            BaselineConfig, None, {**s.get("baseline", {}), "seed": cfg.seed, "method": m, "data": str(data),
                                    "out": str(runs / m)})), [runs / method])
-    st.run("base", lambda: build_base(resolve(BaseConfig, None, {**s["base"], **seed, "data": str(data),
+    st.run("base", lambda: build_base(resolve(BaseConfig, None, {**s["base"], **common, "data": str(data),
                                                                  "out": str(base)})), [base])
-    st.run("reczero", lambda: train_grpo(resolve(GRPORecipe, None, {**s["reczero"], **seed, "data": str(data),
+    st.run("reczero", lambda: train_grpo(resolve(GRPORecipe, None, {**s["reczero"], **common, "data": str(data),
                                                                     "model": str(base), "out": str(runs / "reczero")})),
            [runs / "reczero"])
-    st.run("teacher", lambda: run_teacher(resolve(TeacherConfig, None, {**s["teacher"], **seed, "data": str(data),
+    st.run("teacher", lambda: run_teacher(resolve(TeacherConfig, None, {**s["teacher"], **common, "data": str(data),
                                                                         "heuristic": True, "out": str(teacher_file)})),
            [teacher_file])
     st.run("sft-only", lambda: train_sft(resolve(SFTRecipe, None, {
-        **s["sft"], **seed, "data": str(data), "model": str(base), "teacher_data": str(teacher_file),
+        **s["sft"], **common, "data": str(data), "model": str(base), "teacher_data": str(teacher_file),
         "out": str(runs / "sft-only")})), [runs / "sft-only"])
     st.run("recone", lambda: train_grpo(resolve(GRPORecipe, None, {
-        **s["recone"], **seed, "data": str(data), "model": str(runs / "sft-only"), "out": str(runs / "recone")})),
+        **s["recone"], **common, "data": str(data), "model": str(runs / "sft-only"), "out": str(runs / "recone")})),
         [runs / "recone"])
     for name in MODELS:
         st.run(f"eval-{name}", lambda n=name: evaluate(resolve(EvalConfig, None, {
-            **s["eval"], **seed, "model": str(runs / n), "data": str(data), "method": n})),
+            **s["eval"], **common, "model": str(runs / n), "data": str(data), "method": n})),
             [runs / name / "eval" / "test"])
 
     metrics = {}

@@ -168,7 +168,11 @@ def _user_message(sample: Mapping[str, Any], opts: Any, history: Sequence[Mappin
         parts += [history_line(h, opts.prompt_snippet_chars, scale) for h in history]
     else:
         parts.append("User history: none shown")
-    parts.append(average_line("User", sample.get("user_avg"), sample.get("user_n")))
+    averages = [average_line("User", sample.get("user_avg"), sample.get("user_n")),
+                average_line("Item", sample.get("item_avg"), sample.get("item_n"))]
+    at_end = getattr(opts, "prompt_averages", "inline") == "end"
+    if not at_end:
+        parts.append(averages[0])
     parts.append("")
     parts.append(f"Target item: {item_label(sample.get('item_title'), sample.get('item_attributes'))}")
     description = _snippet(sample.get("item_description"), 10_000)
@@ -177,7 +181,7 @@ def _user_message(sample: Mapping[str, Any], opts: Any, history: Sequence[Mappin
     if reviews:
         parts.append("Earlier reviews of the item (oldest first):")
         parts += [item_review_line(r, opts.prompt_snippet_chars, scale) for r in reviews]
-    parts.append(average_line("Item", sample.get("item_avg"), sample.get("item_n")))
+    parts += averages if at_end else averages[1:]
     parts.append("")
     parts.append("How will this user rate the target item?")
     return "\n".join(parts)

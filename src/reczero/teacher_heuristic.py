@@ -19,22 +19,30 @@ What this teacher chose, and why:
   alone if one is missing), plus :data:`LIKED` per liked target attribute, :data:`DISLIKED` per
   disliked one, plus the quality word's offset. The weights are least squares of
   ``rating - base`` on the train split of the default RecWorld (``python bench/teacher.py fit``),
-  rounded to one decimal. Every term is shown rounded to one decimal and the total is their sum, so
-  the arithmetic in the text is exact. (The reviewers' stances on the target's attributes and the
+  rounded to one decimal. Each average is taken as the prompt shows it (one decimal), so the
+  mean in the text is theirs. (The reviewers' stances on the target's attributes and the
   share of liked attributes behind the user's average were tried as corrections of the averages:
   under 0.01 better on train, no better on test, so left out.) Test MAE of the noiseless rating on
   the demo's world: 0.500, against 0.720 for ``avg-blend`` (bench/RESULTS.md, ``## teacher``).
-* **Learnable text**: short (median 42 words, ~110 tokens of the tiny base's tokenizer; at most
-  ~60 words, ~150 tokens), the same order every time, inputs before what is derived from them. ``<match>`` copies "user 3.3, item 3.0" before "base 3.2", then the quality
-  word's term, then each target attribute's stance ("epic: disliked -1.3"), then "so about X"
-  last, right before ``<rate>``.
-* **Deliberately imperfect**: "so about X" is the total plus Gaussian noise (``noise``, seeded per
+* **Text a small student can write**: the words and number forms of the prompt itself, and the
+  averages quoted verbatim ("User average: 3.4 (12 ratings)", as the prompt's line reads), so that
+  the student can *copy* its inputs rather than compute them. A tiny base's tokenizer is trained
+  on the dataset's text: a word the prompt never uses is spelled in pieces (the first wording's
+  "avg" took three tokens, "likes" four, "unknown" five), and a student that had to write
+  "avg 3.4 over 12 ratings" quoted a user average uncorrelated with the real one
+  (bench/RESULTS.md, ``what the models read``). So: stances are "Loved" / "Hated" / "fine" /
+  "none" (not named by the history), the terms' weights are not written (each word stands for its
+  fixed weight), and the answer is short (median ~75 tokens of the tiny tokenizer, at most ~95),
+  in the same order every time, inputs before what is derived from them. ``<match>`` repeats
+  "user 3.3, item 3.0" before their mean ("average 3.2"), then the quality word, then each target
+  attribute's stance ("epic Hated"), then "total X" last, right before ``<rate>``.
+* **Deliberately imperfect**: "total X" is the sum plus Gaussian noise (``noise``, seeded per
   ``sample_id`` so a resumed run writes the same text), rounded half up to the scale. With the
   default noise about half of the default world's samples are off by more than the tolerance, so
   the rationalisation path runs for real.
 * **Rationalised answers** (told the true rating ``y``) keep the same steps, add the visible
-  evidence that pulls toward ``y`` when the total is off by 0.5 or more ("but 4 reviews down to 2,
-  the user has rated as low as 2") and end at ``y``. ``think-answer`` puts the same three parts
+  evidence that pulls toward ``y`` when the total is off by 0.5 or more ("yet 4 reviews rated 2,
+  the user has rated 2") and end at ``y``. ``think-answer`` puts the same three parts
   inside one ``<think>``; ``rate-only`` writes only the rating.
 """
 
@@ -48,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reczero.data.schema import RatingScale
-from reczero.prompts import format_answer, format_rating
+from reczero.prompts import average_line, format_answer, format_average, format_rating
 
 # Stance lexicon, tried in this order on each sentence that names an attribute (first hit wins).
 NEGATIVE = ("can't stand", "cannot stand", "put me off", "dragged", "glad it had no", "skipped", "hated",
@@ -155,7 +163,7 @@ def read_evidence(sample: Mapping[str, Any], scale: RatingScale, shown_history: 
     mean = user_avg if user_avg is not None else (sum(ratings) / len(ratings) if ratings else None)
     seen = [str(a) for h in history for a in _last(h.get("attributes"), None)]
     stance = {**_rated_stances(history, mean), **stances((h.get("review") for h in history), seen + attrs)}
-    known = [_tenth(v) for v in (user_avg, item_avg) if v is not None]
+    known = [float(format_average(v)) for v in (user_avg, item_avg) if v is not None]   # as the prompt shows them
     base = _tenth(sum(known) / len(known)) if known else _tenth(scale.lo + scale.span / 2)
     words = re.findall(r"[a-z]+", str(sample.get("item_description") or "").lower())
     quality = next((w for w in words if w in QUALITY), None)
@@ -166,45 +174,39 @@ def read_evidence(sample: Mapping[str, Any], scale: RatingScale, shown_history: 
                     int(sample.get("item_n") or len(reviews)), stance, attrs, quality, reviews, ratings, base, terms)
 
 
-def _count(n: int) -> str:
-    return f"{n} rating{'' if n == 1 else 's'}"
-
-
-def _avg(value: float | None) -> str:
-    return "none" if value is None else f"{_tenth(value):.1f}"
-
-
 def analyze_user(ev: Evidence) -> str:
     if not ev.user_ratings and ev.user_avg is None:
         return "no history yet."
     likes = [a for a, s in ev.stance.items() if s > 0][:SHOWN]        # in the order the history names them
     dislikes = [a for a, s in ev.stance.items() if s < 0][:SHOWN]
-    return (f"avg {_avg(ev.user_avg)} over {_count(ev.user_n)}; "
-            f"likes {', '.join(likes) or 'nothing clear'}; dislikes {', '.join(dislikes) or 'nothing clear'}.")
+    return (f"{average_line('User', ev.user_avg, ev.user_n or None)}. "
+            f"Loved {', '.join(likes) or 'nothing'}. Hated {', '.join(dislikes) or 'nothing'}.")
 
 
 def analyze_item(ev: Evidence) -> str:
-    attrs = ", ".join(ev.item_attributes[:SHOWN]) or "no listed attributes"
-    rated = f"avg {_avg(ev.item_avg)} over {_count(ev.item_n)}" if ev.item_avg is not None else "no ratings yet"
-    return f"{attrs}; {ev.quality or 'no quality word'}; {rated}."
+    attrs = ", ".join(ev.item_attributes[:SHOWN]) or "nothing listed"
+    return f"{average_line('Item', ev.item_avg, ev.item_n or None)}. {attrs}; {ev.quality or 'no quality word'}."
 
 
 def _stance(ev: Evidence, attr: str) -> str:
     s = ev.stance.get(attr)
-    if s is None or s == 0:
-        return f"{attr}: {'unknown' if s is None else 'neutral'}"
-    return f"{attr}: liked {LIKED:+.1f}" if s > 0 else f"{attr}: disliked {DISLIKED:+.1f}"
+    return f"{attr} {'none' if s is None else 'fine' if s == 0 else 'Loved' if s > 0 else 'Hated'}"
+
+
+def _avg(value: float | None) -> str:
+    return format_average(value) or "none"
 
 
 def match(ev: Evidence, about: float, but: list[str] | None = None) -> str:
-    """The step next to ``<rate>``: the averages, base, quality term, each stance, (``but``), the result."""
-    steps = [f"user {_avg(ev.user_avg)}, item {_avg(ev.item_avg)}, base {ev.base:.1f}"]
+    """The step next to ``<rate>``: the averages, their mean, the quality word, each stance, (``but``),
+    the total."""
+    steps = [f"user {_avg(ev.user_avg)}, item {_avg(ev.item_avg)}, average {ev.base:.1f}"]
     if ev.quality:
-        steps.append(f"{ev.quality} {QUALITY[ev.quality]:+.1f}")
+        steps.append(ev.quality)
     steps += [_stance(ev, a) for a in ev.item_attributes[:SHOWN]]
     if but:
-        steps.append("but " + ", ".join(but))
-    return "; ".join(steps) + f"; so about {about:.1f}."
+        steps.append("yet " + ", ".join(but))
+    return "; ".join(steps) + f"; total {about:.1f}."
 
 
 def pulls_toward(ev: Evidence, target: float, scale: RatingScale) -> list[str]:
@@ -217,12 +219,11 @@ def pulls_toward(ev: Evidence, target: float, scale: RatingScale) -> list[str]:
     side = [r for r in ev.reviews if (r - ev.total if up else ev.total - r) >= 0.5]
     if side:
         best = max(side) if up else min(side)
-        cited.append(f"{len(side)} review{'s' if len(side) > 1 else ''} {'up to' if up else 'down to'} "
-                     f"{format_rating(best, scale)}")
+        cited.append(f"{len(side)} reviews rated {format_rating(best, scale)}")
     if ev.user_ratings:
         extreme = max(ev.user_ratings) if up else min(ev.user_ratings)
         if (extreme >= target) if up else (extreme <= target):
-            cited.append(f"the user has rated {'as high as' if up else 'as low as'} {format_rating(extreme, scale)}")
+            cited.append(f"the user has rated {format_rating(extreme, scale)}")
     return cited
 
 
