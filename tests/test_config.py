@@ -65,3 +65,20 @@ def test_resolved_config_round_trips(tmp_path):
     path = save_config(cfg, tmp_path)
     again = resolve(GRPORecipe, path)
     assert again == cfg
+
+
+def test_prompt_options_are_checked_against_the_trained_run(tmp_path, caplog):
+    from reczero.config import EvalConfig, GRPORecipe, prompt_mismatch, save_config, warn_prompt_mismatch
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    save_config(GRPORecipe(data="d", model="m", out=str(run), prompt_averages="end", prompt_history=5), run)
+    same = EvalConfig(model=str(run), data="d", prompt_averages="end", prompt_history=5, max_prompt_tokens=64)
+    assert prompt_mismatch(same, run) == [] and prompt_mismatch(same, run / "model") == []
+    other = EvalConfig(model=str(run), data="d")
+    assert prompt_mismatch(other, run) == ["prompt_history: trained with 5, now 10",
+                                           "prompt_averages: trained with 'end', now 'inline'"]
+    with caplog.at_level("WARNING"):
+        warn_prompt_mismatch(other, run / "model")
+    assert "prompt_averages: trained with 'end', now 'inline'" in caplog.text
+    assert prompt_mismatch(other, tmp_path / "no-run") == []       # a hub id or bare folder: nothing recorded

@@ -506,6 +506,34 @@ def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Pat
     return path
 
 
+def prompt_mismatch(cfg: Any, model: str | Path) -> list[str]:
+    """How ``cfg``'s prompt options differ from those ``model`` was trained with, read from its
+    run's ``config.yaml`` (``RUN`` or ``RUN/model``); empty when they agree or nothing is recorded."""
+    given = Path(str(model)).expanduser()
+    for path in [given / "config.yaml"] + ([given.parent / "config.yaml"] if given.name == "model" else []):
+        if path.is_file():
+            try:
+                trained = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                return []
+            if not isinstance(trained, dict) or "template" not in trained:   # not a prompting command's config
+                return []
+            used = {f.name: trained.get(f.name, f.default) for f in dataclasses.fields(PromptOptions)
+                    if f.name != "max_prompt_tokens"}      # an option added later has its default in older runs
+            return [f"{name}: trained with {value!r}, now {getattr(cfg, name)!r}"
+                    for name, value in used.items() if value != getattr(cfg, name)]
+    return []
+
+
+def warn_prompt_mismatch(cfg: Any, model: str | Path) -> None:
+    """Log a warning for each prompt option that differs from the one ``model`` was trained with:
+    a model prompted unlike its training is scored on a layout it never saw."""
+    import logging
+
+    for diff in prompt_mismatch(cfg, model):
+        logging.getLogger("reczero").warning("%s: prompt option %s", model, diff)
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: typing.Iterable[str] = ()) -> None:
     """Add one ``--flag`` per dataclass field, with the field's help; defaults are SUPPRESSed so
     that only typed flags override a recipe. Defaults are shown in the help text."""

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reczero.config import ConfigError, EvalConfig, PromptOptions, save_config
+from reczero.config import ConfigError, EvalConfig, PromptOptions, save_config, warn_prompt_mismatch
 from reczero.data import schema
 from reczero.errors import DataError, ReczeroError
 
@@ -235,6 +235,7 @@ def evaluate(cfg: EvalConfig) -> int:
 
     torch.manual_seed(cfg.seed)
     model_path, out, method = resolve_target(cfg)
+    warn_prompt_mismatch(cfg, cfg.model)
     scale = schema.rating_scale(cfg.data)
     df = schema.load_split(cfg.data, cfg.split, cfg.limit)
     if len(df) == 0:

@@ -25,7 +25,7 @@ import math
 import time
 from typing import Any
 
-from reczero.config import GRPORecipe
+from reczero.config import GRPORecipe, warn_prompt_mismatch
 from reczero.data import schema
 from reczero.train import common
 
@@ -160,6 +160,7 @@ def train_grpo(recipe: GRPORecipe) -> int:
     print_plan(p)
     use_cpu = recipe.use_cpu or not torch.cuda.is_available()
     model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    warn_prompt_mismatch(recipe, recipe.model)
     configure_threads(recipe.threads, model)
     scale = schema.rating_scale(recipe.data)
     # Build prompts only for the samples the run can reach: with max_steps set, a seeded random subset

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reczero.config import SFTRecipe
+from reczero.config import SFTRecipe, warn_prompt_mismatch
 from reczero.data import schema
 from reczero.errors import DataError
 from reczero.train import common
@@ -121,6 +121,7 @@ def train_sft(recipe: SFTRecipe) -> int:
 
     use_cpu = recipe.use_cpu or not torch.cuda.is_available()
     model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
+    warn_prompt_mismatch(recipe, recipe.model)
     configure_threads(recipe.threads, model)
     tokenizer.padding_side = "right"  # training pads on the right; generation (validation) sets left itself
     records, counts = sft_records(recipe, tokenizer)
