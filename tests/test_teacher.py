@@ -150,6 +150,19 @@ def test_heuristic_match_brings_the_evidence_next_to_the_rate():
     assert parse_rating(told, SCALE) == 5.0
 
 
+def test_heuristic_quotes_the_averages_as_the_prompt_writes_them(data):
+    """The student can copy its inputs: each average the answer quotes is a line of its prompt (a user
+    without history gets "no history yet." instead)."""
+    from reczero.config import PromptOptions
+    from reczero.prompts import build_messages
+
+    teacher = HeuristicTeacher("structured", SCALE, seed=0)
+    for sample in choose_samples(str(data), "train", 20, 0):
+        prompt = build_messages(sample, PromptOptions())[1]["content"].split("\n")
+        quotes = re.findall(r"(?:User|Item) average: (?:none yet|\d\.\d(?: \(\d+ ratings\))?)", teacher.write(sample))
+        assert len(quotes) == 1 + bool(sample["user_history"]) and all(q in prompt for q in quotes), quotes
+
+
 def test_heuristic_is_deterministic_under_the_seed(data, tmp_path):
     for name in ("a", "b"):
         run_teacher(TeacherConfig(data=str(data), out=str(tmp_path / f"{name}.jsonl"), heuristic=True, n=15, seed=3))
