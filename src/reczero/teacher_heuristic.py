@@ -32,7 +32,7 @@ What this teacher chose, and why:
   "avg 3.4 over 12 ratings" quoted a user average uncorrelated with the real one
   (bench/RESULTS.md, ``what the models read``). So: stances are "Loved" / "Hated" / "fine" /
   "none" (not named by the history), the terms' weights are not written (each word stands for its
-  fixed weight), and the answer is short (median ~75 tokens of the tiny tokenizer, at most ~95),
+  fixed weight), and the answer is short (median 76 tokens of the tiny tokenizer, at most 95),
   in the same order every time, inputs before what is derived from them. ``<match>`` repeats
   "user 3.3, item 3.0" before their mean ("average 3.2"), then the quality word, then each target
   attribute's stance ("epic Hated"), then "total X" last, right before ``<rate>``.
