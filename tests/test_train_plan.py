@@ -58,3 +58,9 @@ def test_cpu_recworld_recipes_are_the_full_demo_stages(capsys):
     assert cli.main(["train", "grpo", "--config", str(CONFIGS / "cpu" / "reczero-recworld.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "prompts_per_step         2" in out and "beta                     0.04" in out
+    for name, stage in (("sft-recworld.yaml", "sft"), ("recone-recworld.yaml", "recone")):   # RecOne's two stages
+        assert load_yaml(CONFIGS / "cpu" / name) == full[stage], name
+    from reczero.config import SFTRecipe
+    run = {"data": "d", "model": "m", "out": "o"}
+    resolve(SFTRecipe, CONFIGS / "cpu" / "sft-recworld.yaml", {**run, "teacher_data": "t"})
+    resolve(GRPORecipe, CONFIGS / "cpu" / "recone-recworld.yaml", run)
