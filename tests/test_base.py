@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,6 +87,31 @@ def test_pretraining_text_is_the_train_split_only(dataset):
                         for d in bare for line in d.splitlines() if line.startswith("- "))
     plain = corpus.pretraining_documents(dataset, BaseConfig(data=str(dataset), out="x", rating_lists=False))
     assert len(plain) < len(docs) and all(": seen" in d or "rated" not in d for d in plain)
+
+
+def test_quoting_warmup_copies_the_prompt_and_never_the_rating(dataset):
+    from reczero.prompts import build_messages
+
+    opts, scale = BaseConfig(data=str(dataset), out="x"), schema.RatingScale(1, 5)
+    samples = [s for s in schema.load_split(dataset, "train").to_dict("records") if s["user_history"] is not None
+               and len(s["user_history"]) and s["item_history"] is not None and len(s["item_history"])]
+    assert samples
+    for sample, (before, rating, _after) in zip(
+            samples, corpus.warmup_answers(samples, ["structured"] * len(samples), scale, random.Random(0), "quote"),
+            strict=True):
+        prompt = build_messages(sample, opts, None, scale)[1]["content"]
+        steps = dict(re.findall(r"<(analyze user|analyze item|match)>(.*?)</\1>", before))
+        user_line, item_line = steps["analyze user"].rstrip("."), steps["analyze item"].split(". ")[0]
+        assert user_line.startswith("User average: ") and user_line in prompt.splitlines()   # verbatim prompt lines
+        assert item_line.startswith("Item average: ") and item_line in prompt.splitlines()
+        u, i = user_line.split()[2], item_line.split()[2]
+        assert steps["match"] == f"user {u}, item {i}."                  # the same numbers again, no sum
+        assert rating == str(int(sample["rating"]))
+    # "quote-analyses" keeps the match step uninformative; "other" describes another sample.
+    before, _, _ = corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0), "quote-analyses")[0]
+    assert "<match>Weighing the history against" in before and "User average: " in before
+    with pytest.raises(ValueError, match="quote-analyses"):
+        corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0), "copy")
 
 
 def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):

@@ -130,7 +130,7 @@ def build_base(cfg: Any) -> int:
     warm_templates = [cfg.template] * len(warm_samples)
     eval_samples = _records(valid_df, cfg.eval_samples, random.Random(cfg.seed + 1)) if len(valid_df) else []
     prompt_texts = [build_messages(s, cfg, None, scale)[1]["content"] for s in warm_samples[:500]]
-    answers = corpus.warmup_answers(warm_samples, warm_templates, scale, rng)
+    answers = corpus.warmup_answers(warm_samples, warm_templates, scale, rng, cfg.warmup_analyses)
     chat_words = ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n"] * 50
     tokenizer = train_tokenizer([*docs, *prompt_texts, *chat_words, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
                                  *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale,
@@ -146,7 +146,8 @@ def build_base(cfg: Any) -> int:
     report: dict[str, Any] = {"size": cfg.size, "parameters": n_params, "vocab": len(tokenizer), "documents": len(docs),
                               "pretrain_tokens": int(blocks.numel()), "train_mean": train_mean,
                               "train_median": train_median, "scale": scale.to_dict()}
-    eval_answers = corpus.warmup_answers(eval_samples, [cfg.template] * len(eval_samples), scale, rng)
+    eval_answers = corpus.warmup_answers(eval_samples, [cfg.template] * len(eval_samples), scale, rng,
+                                         cfg.warmup_analyses)
 
     with open(out / "log.jsonl", "w") as log_file:
         def note(stage: str, record: dict[str, Any]) -> None:

@@ -41,11 +41,13 @@ from reczero.data import schema
 from reczero.prompts import (
     average_line,
     format_answer,
+    format_average,
     format_rating,
     history_line,
     item_label,
     item_review_line,
 )
+from reczero.teacher_heuristic import QUALITY  # the description's quality words, as the teacher reads them
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +180,33 @@ def uninformative_parts(donor: dict[str, Any], template: str) -> dict[str, str]:
     return {}
 
 
+def quoting_parts(sample: dict[str, Any], template: str, match: bool = True) -> dict[str, str]:
+    """Step texts that quote the sample's own prompt and compute nothing: its average lines, the
+    item's attributes and the description's quality word; with ``match``, the two averages again in
+    the step next to ``<rate>`` (else that step describes nothing, as in ``uninformative_parts``).
+
+    A pretrained instruct model can copy a number out of its prompt; the tiny base cannot (a
+    student distilled from it quoted the user's average exactly 8% of the time, bench/RESULTS.md),
+    so this teaches reading, never the task: no stance, no sum, and the rating stays out of the loss.
+    """
+    history = sample.get("user_history")
+    has_user = format_average(sample.get("user_avg")) is not None or (history is not None and len(history) > 0)
+    user = f"{average_line('User', sample.get('user_avg'), sample.get('user_n'))}." if has_user else "no history yet."
+    attrs = [str(a) for a in (sample.get("item_attributes") if sample.get("item_attributes") is not None else [])]
+    words = str(sample.get("item_description") or "").lower().replace(".", " ").split()
+    quality = next((w for w in words if w in QUALITY), "no quality word")
+    item = (f"{average_line('Item', sample.get('item_avg'), sample.get('item_n'))}. "
+            f"{', '.join(attrs[:3]) or 'nothing listed'}; {quality}.")
+    step = (f"user {format_average(sample.get('user_avg')) or 'none'}, "
+            f"item {format_average(sample.get('item_avg')) or 'none'}." if match
+            else f"Weighing the history against {sample.get('item_title')}.")
+    if template == "structured":
+        return {"analyze user": user, "analyze item": item, "match": step}
+    if template == "think-answer":
+        return {"think": f"{user} {item} {step}"}
+    return {}
+
+
 def prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale) -> str:
     """A user page of the sample's visible history ending in "- Target [attributes] rated ": the
     pretraining layout, so the next token is the model's rating prior (no answer format needed)."""
@@ -202,15 +231,21 @@ def item_prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale
 
 
 def warmup_answers(samples: list[dict[str, Any]], templates: list[str], scale: schema.RatingScale,
-                   rng: random.Random) -> list[tuple[str, str, str]]:
+                   rng: random.Random, analyses: str = "other") -> list[tuple[str, str, str]]:
     """For each sample: (answer text before the rating, the rating as written, text after it).
 
-    The analyses come from another sample drawn at random (a shuffle of the step texts).
+    ``analyses``: "other" = the steps describe another sample drawn at random (a shuffle of the step
+    texts); "quote" = they quote this sample's prompt (``quoting_parts``); "quote-analyses" = the two
+    analyses quote it and the match step describes nothing.
     """
+    if analyses not in ("other", "quote", "quote-analyses"):
+        raise ValueError(f"warm-up analyses: expected other, quote or quote-analyses, got {analyses!r}")
     out = []
     for sample, template in zip(samples, templates, strict=True):
         donor = samples[rng.randrange(len(samples))]
-        answer = format_answer(template, uninformative_parts(donor, template), "\x00", scale)
+        parts = (uninformative_parts(donor, template) if analyses == "other"
+                 else quoting_parts(sample, template, match=analyses == "quote"))
+        answer = format_answer(template, parts, "\x00", scale)
         before, after = answer.split("\x00")
         out.append((before, format_rating(sample["rating"], scale), after))
     return out
