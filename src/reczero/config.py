@@ -163,13 +163,14 @@ class BaseConfig(PromptOptions):
     vocab_size: int = opt(4096, "Tokenizer vocabulary size (byte-level BPE trained on the dataset's text).")
     pretrain_epochs: float = opt(1.0, "Passes over the pretraining documents (loss on every token).")
     pretrain_lr: float = opt(3e-3, "Pretraining peak learning rate.")
-    warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers with uninformative analyses; rating kept out of the loss).")
+    warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers whose steps quote the prompt; rating kept out of the loss).")
     warmup_lr: float = opt(3e-3, "Format warm-up learning rate.")
-    warmup_analyses: str = opt("other", "What the warm-up answers' steps say: 'other' = they describe another sample "
-                               "(the format only); 'quote' = they quote this sample's prompt (its averages, the "
-                               "item's attributes and quality word; the averages again in <match>) - reading, "
-                               "never a sum or the rating; 'quote-analyses' = the analyses quote, <match> says "
-                               "nothing.", choices=["other", "quote", "quote-analyses"])
+    warmup_analyses: str = opt("quote", "What the warm-up answers' steps say: 'quote' = they quote this sample's prompt "
+                               "(its average lines, the item's attributes and quality word, the two averages again "
+                               "in <match>): reading, never a sum, a stance or the rating; 'quote-analyses' = the "
+                               "analyses quote, <match> says nothing; 'other' = every step describes another sample "
+                               "(the format only; the default before 2026-11-23).",
+                               choices=["quote", "quote-analyses", "other"])
     rating_weight: float = opt(10.0, "Pretraining loss weight of a rating token (after \"rated \") relative to other "
                                "tokens (ratings are ~3%% of the text; 1 = plain language modelling).")
     rating_lists: bool = opt(True, "Also pretrain on the user and item pages without their review text (ratings lists): "

@@ -10,15 +10,19 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
    ``--rating-weight`` times (default 10). It is never shown a validation or test target. Both
    defaults are measured levers (``bench/base_levers.py``, RESULTS.md "base levers"): without them
    the tiny model's rating prior correlated 0.12–0.19 with the truth, with them 0.35.
-3. **Format warm-up**: real prompts with four-tag answers whose analyses describe another sample;
-   the prompt carries no loss; at the rating's position the target is the model's *own* prior read
-   in the pretraining layout (user page and item page combined, ``--slot-target prior``), or only
-   "some rating" (``any``) — never the true rating; each step also replays pretraining text. A
-   warm-up with random ratings *in* the loss erased the prior in a trial here (read-off MAE 0.55 ->
-   2.18). What does not work yet: the slot keeps only part of the prior (correlation 0.17 at
-   ``<rate>`` against 0.39 in the pretraining layout) and greedy answers are the median. One
-   template (``--template``) only: a tiny model warmed up on a mix of templates did not learn which
-   one its system prompt asked for; build one base per template for the ablations.
+3. **Format warm-up**: real prompts with four-tag answers whose steps, by default
+   (``--warmup-analyses quote``), *quote* the sample's own prompt — its two average lines, the
+   item's attributes and quality word, the two averages again in ``<match>`` — and compute nothing:
+   reading, which every pretrained instruct model can do and the tiny base could not (students
+   distilled from a base warmed up on another sample's steps quoted the user's average right 8% of
+   the time, 96% from this one; RESULTS.md). Never a sum, a stance or the rating: the prompt carries
+   no loss; at the rating's position the target is the model's *own* prior read in the pretraining
+   layout (user page and item page combined, ``--slot-target prior``), or only "some rating"
+   (``any``) — never the true rating; each step also replays pretraining text. A warm-up with
+   random ratings *in* the loss erased the prior in a trial here (read-off MAE 0.55 -> 2.18). What
+   does not work yet: the slot keeps only part of the prior and greedy answers are near the median.
+   One template (``--template``) only: a tiny model warmed up on a mix of templates did not learn
+   which one its system prompt asked for; build one base per template for the ablations.
 4. **Measured and described**: the rating prior read off in the pretraining layout (user page,
    item page, both) after pretraining and after the warm-up, the read-off at the answer's
    ``<rate>``, the greedy answers' format rate, MAE and distinct predictions on validation samples,

@@ -24,10 +24,12 @@ What this module chose, and why:
 * **Only training targets are text.** The interactions are exactly the ``train.parquet`` targets
   (their review text joined from ``interactions.parquet``); validation and test targets are removed
   by key even if a split were to overlap, and never appear in any document.
-* **Warm-up examples teach the format, not the task**: the real prompt of a training sample and an
-  answer whose analyses describe a *different*, randomly drawn training sample (so they carry no
-  information about this target), followed by ``<rate>`` and the sample's rating, which the
-  trainer keeps out of the loss. The rating prior learned in pretraining is thereby left alone.
+* **Warm-up examples teach the format and reading, not the task**: the real prompt of a training
+  sample and an answer whose steps quote that prompt (``quoting_parts``: the average lines, the
+  item's attributes and quality word, the averages again next to ``<rate>``) or, with "other",
+  describe a *different*, randomly drawn sample; then ``<rate>`` and the sample's rating, which the
+  trainer keeps out of the loss. No step holds a sum, a stance or anything not in the prompt, so
+  the rating prior learned in pretraining is left alone.
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ def item_prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale
 
 
 def warmup_answers(samples: list[dict[str, Any]], templates: list[str], scale: schema.RatingScale,
-                   rng: random.Random, analyses: str = "other") -> list[tuple[str, str, str]]:
+                   rng: random.Random, analyses: str = "quote") -> list[tuple[str, str, str]]:
     """For each sample: (answer text before the rating, the rating as written, text after it).
 
     ``analyses``: "other" = the steps describe another sample drawn at random (a shuffle of the step
