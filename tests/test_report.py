@@ -39,6 +39,7 @@ def runs(tmp_path):
                      "note": "text is ignored"} for s in range(1, 6)])
     _write_run(root, "median", _frame(np.full(120, 4.0), rating))
     _write_run(root, "coin", _frame(np.where(rng.random(120) < 0.5, 3.0, 4.0), rating))
+    _write_run(root, "two-valued", _frame(np.where(rating + rng.normal(0, 1, 120) > 3.5, 4.0, 3.0), rating))
     _write_run(root, "good", _frame(rating, rating), split="valid")         # another split: not reported
     return root
 
@@ -47,8 +48,9 @@ def test_find_results_is_recursive_and_sorted(runs):
     entries = find_results([runs], "test")
     maes = [e.metrics["mae"] for e in entries]
     assert maes == sorted(maes)
-    assert {e.name for e in entries} == {"good", "median", "coin"}
-    assert [e.constant for e in entries if e.name != "good"] == [True, True]
+    assert {e.name for e in entries} == {"good", "median", "coin", "two-valued"}
+    assert {e.name: e.constant for e in entries} == {"good": False, "median": True, "coin": True,
+                                                    "two-valued": False}   # 3 or 4 as the rating goes: it reads
     assert next(e for e in entries if e.name == "good").log[0]["reward"] == 0.1
 
 

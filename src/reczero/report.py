@@ -9,8 +9,10 @@ What this module chose, and why:
   ``eval/<split>``.
 * The table is sorted by MAE, best first, with the dataset's **Bayes floor** (the best possible
   MAE/RMSE of a known synthetic world) as its own row, and a plain warning beside any method whose
-  predictions are (near-)constant: fewer than :data:`MIN_DISTINCT` distinct values or a standard
-  deviation below :data:`MIN_STD`. A constant can score a respectable MAE; the reader must see it.
+  predictions are (near-)constant: a standard deviation below :data:`MIN_STD`, or fewer than
+  :data:`MIN_DISTINCT` distinct values that do not follow the rating beyond chance (a coin between 3
+  and 4 is flagged, a model answering 3 or 4 as its prompt says is not). A constant can score a
+  respectable MAE; the reader must see it.
 * Figures are PNGs (matplotlib, Agg): written beside ``report.md`` and embedded as base64 in
   ``report.html`` so the page opens anywhere, offline, as one file.
 * ``claims``: statements with a verdict computed by the caller (the demo), rendered as
@@ -23,6 +25,7 @@ import base64
 import html
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +38,9 @@ from reczero.predictions import METRICS, PREDICTIONS, read_results
 
 log = logging.getLogger(__name__)
 
-MIN_DISTINCT = 3          # <= 2 distinct predictions is a constant (or a coin)
+MIN_DISTINCT = 3          # <= 2 distinct predictions is a constant or a coin ...
+MIN_FOLLOW_Z = 3.0        # ... unless they follow the rating (|Pearson| * sqrt(n) >= this, far beyond chance): a
+                          # 3-or-4 model that reads its prompt
 MIN_STD = 0.05
 
 
@@ -50,7 +55,10 @@ class Entry:
     @property
     def constant(self) -> bool:
         pred = self.predictions["prediction"]          # from the file itself, whatever wrote the metrics
-        return pred.nunique() < MIN_DISTINCT or float(pred.std(ddof=0)) < MIN_STD
+        if float(pred.std(ddof=0)) < MIN_STD:
+            return True
+        follows = abs(float(np.corrcoef(pred, self.predictions["rating"])[0, 1])) * math.sqrt(len(pred))
+        return pred.nunique() < MIN_DISTINCT and follows < MIN_FOLLOW_Z
 
     def warning(self) -> str:
         if not self.constant:
