@@ -15,7 +15,7 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
    item's attributes and quality word, the two averages again in ``<match>`` — and compute nothing:
    reading, which every pretrained instruct model can do and the tiny base could not (students
    distilled from a base warmed up on another sample's steps quoted the user's average right 8% of
-   the time, 96% from this one; RESULTS.md). Never a sum, a stance or the rating: the prompt carries
+   the time, 92% from this one; RESULTS.md). Never a sum, a stance or the rating: the prompt carries
    no loss; at the rating's position the target is the model's *own* prior read in the pretraining
    layout (user page and item page combined, ``--slot-target prior``), or only "some rating"
    (``any``) — never the true rating; each step also replays pretraining text. A warm-up with
