@@ -7,6 +7,14 @@ from typing import Any
 
 from reczero.models.tiny import SIZES
 
+WARMUP_STEPS = {  # --warmup-analyses -> what the card says the warm-up answers' steps held
+    "quote": "quote the sample's own prompt (its average lines, the item's attributes and quality word, the two "
+             "averages again in the step before the rating) and compute nothing",
+    "quote-analyses": "quote the sample's own average lines and item attributes in the analyses, while the step "
+                      "before the rating says nothing",
+    "other": "describe another, randomly drawn sample",
+}
+
 
 def _row(name: str, m: dict[str, Any] | None) -> str:
     if not m:
@@ -57,7 +65,8 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "own line formats" + ("; and the same pages without their review text (ratings lists, dense in "
                               "(average, rating) pairs)." if cfg.rating_lists else "."),
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
-        f"`{cfg.template}` template, whose analyses describe another, randomly drawn sample; the prompt carries no loss. "
+        f"`{cfg.template}` template, whose steps {WARMUP_STEPS.get(cfg.warmup_analyses, cfg.warmup_analyses)}; "
+        "the prompt carries no loss. "
         + ("At the rating's position the target is the model's *own* rating prior after pretraining, read in the "
            "pretraining layout (the user page and the item page of the sample, combined as a product of experts "
            "`p(r|user) p(r|item) / p(r)`): self-distillation that carries the prior into the answer slot, never "

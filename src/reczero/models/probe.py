@@ -2,7 +2,7 @@
 
 What this module chose, and why:
 
-* **Read-off**: the prompt, an answer with uninformative analyses up to ``<rate>``, then the
+* **Read-off**: the prompt, an answer like the warm-up's (``--warmup-analyses``) up to ``<rate>``, then the
   argmax of the next-token logits *restricted to the rating grid* ("1" … "5"). This reads the
   model's rating prior even before it knows the format (after pretraining), and shows whether the
   warm-up kept it.
