@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reczero.teacher_heuristic import QUALITY
+from reczero.teacher_heuristic import QUALITY, quality_word
 
 QUOTES = {  # step -> patterns of the average it quotes (current wording first, then the old one)
     "user": (r"User average: (\d\.\d)", r"<analyze user>avg (\d\.\d)"),
@@ -54,7 +54,7 @@ def num(x: float) -> str:
 
 def features(df: pd.DataFrame, with_user: bool) -> np.ndarray:
     desc = df["item_description"].fillna("").str.lower()
-    quality = desc.map(lambda s: next((w for w in re.findall(r"[a-z]+", s) if w in QUALITY), "none"))
+    quality = desc.map(lambda s: quality_word(s) or "none")
     cols = [pd.get_dummies(quality).reindex(columns=[*QUALITY, "none"], fill_value=False).astype(float).to_numpy(),
             df["item_avg"].fillna(3.5).to_numpy()[:, None], df["item_avg"].isna().to_numpy(float)[:, None]]
     if with_user:

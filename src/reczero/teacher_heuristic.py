@@ -153,6 +153,11 @@ def _rated_stances(history: list, mean: float | None) -> dict[str, int]:
     return {a: (d >= LIKE) - (d <= -LIKE) for a, d in shrunk.items()}
 
 
+def quality_word(description: Any) -> str | None:
+    """The first word of :data:`QUALITY` in an item description ("A weak thriller story." -> "weak")."""
+    return next((w for w in re.findall(r"[a-z]+", str(description or "").lower()) if w in QUALITY), None)
+
+
 def read_evidence(sample: Mapping[str, Any], scale: RatingScale, shown_history: int | None = None,
                   shown_reviews: int | None = None) -> Evidence:
     """The evidence of one sample, from the entries the prompt shows (the last ``shown_*``; all when None)."""
@@ -165,8 +170,7 @@ def read_evidence(sample: Mapping[str, Any], scale: RatingScale, shown_history: 
     stance = {**_rated_stances(history, mean), **stances((h.get("review") for h in history), seen + attrs)}
     known = [float(format_average(v)) for v in (user_avg, item_avg) if v is not None]   # as the prompt shows them
     base = _tenth(sum(known) / len(known)) if known else _tenth(scale.lo + scale.span / 2)
-    words = re.findall(r"[a-z]+", str(sample.get("item_description") or "").lower())
-    quality = next((w for w in words if w in QUALITY), None)
+    quality = quality_word(sample.get("item_description"))
     terms = [(quality, QUALITY[quality])] if quality else []
     terms += [(a, LIKED if stance[a] > 0 else DISLIKED) for a in attrs if stance.get(a)]
     reviews = [float(r["rating"]) for r in _last(sample.get("item_history"), shown_reviews)]

@@ -49,7 +49,7 @@ from reczero.prompts import (
     item_label,
     item_review_line,
 )
-from reczero.teacher_heuristic import QUALITY  # the description's quality words, as the teacher reads them
+from reczero.teacher_heuristic import quality_word  # the description's quality word, as the teacher reads it
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,7 @@ def quoting_parts(sample: dict[str, Any], template: str, match: bool = True) -> 
     has_user = format_average(sample.get("user_avg")) is not None or (history is not None and len(history) > 0)
     user = f"{average_line('User', sample.get('user_avg'), sample.get('user_n'))}." if has_user else "no history yet."
     attrs = [str(a) for a in (sample.get("item_attributes") if sample.get("item_attributes") is not None else [])]
-    words = str(sample.get("item_description") or "").lower().replace(".", " ").split()
-    quality = next((w for w in words if w in QUALITY), "no quality word")
+    quality = quality_word(sample.get("item_description")) or "no quality word"
     item = (f"{average_line('Item', sample.get('item_avg'), sample.get('item_n'))}. "
             f"{', '.join(attrs[:3]) or 'nothing listed'}; {quality}.")
     step = (f"user {format_average(sample.get('user_avg')) or 'none'}, "
