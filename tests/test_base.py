@@ -89,7 +89,7 @@ def test_pretraining_text_is_the_train_split_only(dataset):
     assert len(plain) < len(docs) and all(": seen" in d or "rated" not in d for d in plain)
 
 
-def test_quoting_warmup_copies_the_prompt_and_never_the_rating(dataset):
+def test_quoting_warmup_copies_prompt_lines_and_computes_nothing(dataset):
     from reczero.prompts import build_messages
 
     opts, scale = BaseConfig(data=str(dataset), out="x"), schema.RatingScale(1, 5)
@@ -107,7 +107,7 @@ def test_quoting_warmup_copies_the_prompt_and_never_the_rating(dataset):
         u, i = user_line.split()[2], item_line.split()[2]
         assert steps["match"] == f"user {u}, item {i}."                  # the same numbers again, no sum
         assert rating == str(int(sample["rating"]))
-    # "quote-analyses" keeps the match step uninformative; "other" describes another sample.
+    # "quote-analyses" quotes in the analyses only; an unknown mode is refused.
     before, _, _ = corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0), "quote-analyses")[0]
     assert "<match>Weighing the history against" in before and "User average: " in before
     with pytest.raises(ValueError, match="quote-analyses"):

@@ -12,7 +12,7 @@ import pytest
 from reczero import cli
 from reczero.errors import DataError
 from reczero.predictions import write_results
-from reczero.report import find_results, report, report_cli
+from reczero.report import Entry, find_results, report, report_cli
 
 
 def _write_run(root, name, predictions, split="test", log=None):
@@ -52,6 +52,8 @@ def test_find_results_is_recursive_and_sorted(runs):
     assert {e.name: e.constant for e in entries} == {"good": False, "median": True, "coin": True,
                                                     "two-valued": False}   # 3 or 4 as the rating goes: it reads
     assert next(e for e in entries if e.name == "good").log[0]["reward"] == 0.1
+    flat = Entry("flat-truth", runs, {}, _frame(np.where(np.arange(120) % 2, 3.0, 4.0), np.full(120, 4.0)))
+    assert flat.constant                                    # nothing to follow: a coin all the same
 
 
 def test_report_renders_table_warnings_claims_and_images(runs, tmp_path):

@@ -57,7 +57,9 @@ class Entry:
         pred = self.predictions["prediction"]          # from the file itself, whatever wrote the metrics
         if float(pred.std(ddof=0)) < MIN_STD:
             return True
-        follows = abs(float(np.corrcoef(pred, self.predictions["rating"])[0, 1])) * math.sqrt(len(pred))
+        rating = self.predictions["rating"]
+        r = float(np.corrcoef(pred, rating)[0, 1]) if float(rating.std(ddof=0)) > 0 else 0.0   # constant truth: no signal
+        follows = abs(r) * math.sqrt(len(pred))
         return pred.nunique() < MIN_DISTINCT and follows < MIN_FOLLOW_Z
 
     def warning(self) -> str:
