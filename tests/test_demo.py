@@ -48,11 +48,22 @@ MICRO = {
 }
 
 
-def test_micro_demo_runs_every_stage_and_skips_on_rerun(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "demo_settings", lambda quick: MICRO)
-    out = tmp_path / "demo"
-    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def micro_demo(tmp_path_factory):
+    """One micro demo for the module: its output directory and what it printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("micro") / "demo"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setattr(demo, "demo_settings", lambda quick: MICRO)
+        assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_micro_demo_runs_every_stage_and_skips_on_rerun(micro_demo, monkeypatch, capsys):
+    out, text = micro_demo
     for stage in ["data", "baseline-mf", "base", "reczero", "teacher", "sft-only", "recone", "eval-recone", "report"]:
         assert f"== {stage}: done" in text, stage
     assert "Bayes floor" in text and "report.html" in text
@@ -64,9 +75,47 @@ def test_micro_demo_runs_every_stage_and_skips_on_rerun(tmp_path, monkeypatch, c
     html = (out / "report" / "report.html").read_text()
     assert "RecOne-tiny" in html and "data:image/png;base64" in html
 
+    monkeypatch.setattr(demo, "demo_settings", lambda quick: MICRO)
     assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
     again = capsys.readouterr().out
     assert "== base: already done" in again and "== recone: already done" in again
+
+
+def test_bench_seeds_retrains_the_rl_stages_and_refuses_runs_of_another_recipe(micro_demo, monkeypatch, capsys):
+    import copy
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "bench" / "seeds.py"
+    spec = importlib.util.spec_from_file_location("bench_seeds", path)
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    out, _ = micro_demo
+    monkeypatch.setattr(seeds, "demo_settings", lambda quick: MICRO)
+    assert seeds.main([str(out), "--seeds", "0", "1", "--splits", "test", "valid", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "== train recone seed 1" in text and "== train recone seed 0" not in text   # seed 0: the demo's run
+    for arm in ("recone", "reczero"):
+        assert json.loads((out / "seeds" / f"{arm}-s1" / "done.json").read_text())["global_step"] == 1
+        assert "seed: 1" in (out / "seeds" / f"{arm}-s1" / "config.yaml").read_text()
+    test, valid = json.loads((out / "seeds" / "summary.json").read_text())
+    assert test["split"] == "test" and valid["split"] == "valid"
+    demo_mae = json.loads((out / "runs" / "recone" / "eval" / "test" / "metrics.json").read_text())["mae"]
+    assert test["mae"]["recone"]["per_seed"][0] == pytest.approx(demo_mae)
+    (pair,) = test["pairs"]
+    assert pair["a"] == "recone" and pair["b"] == "reczero" and pair["seed_pairs"] == 4
+    lo, hi = pair["ci"]
+    assert lo <= pair["seed_averaged_diff"] <= hi
+    assert "| recone | " in text and "seed-averaged" in text
+
+    assert seeds.main([str(out), "--seeds", "0", "1", "--splits", "test"]) == 0     # finished: nothing retrained
+    assert "== train" not in capsys.readouterr().out
+
+    changed = copy.deepcopy(MICRO)
+    changed["recone"]["learning_rate"] = 0.123
+    monkeypatch.setattr(seeds, "demo_settings", lambda quick: changed)
+    with pytest.raises(SystemExit, match="learning_rate"):
+        seeds.main([str(out), "--seeds", "1", "--arms", "recone", "--splits", "test"])
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -1,0 +1,167 @@
+"""How much of a demo's ordering is the GRPO seed: RecZero-tiny, RecOne-tiny (and, after
+``bench/template_ablation.py``, rate-only RecOne) re-trained with other seeds on a finished demo.
+
+Only the GRPO seed changes. The data, base, teacher and SFT model are the demo's own, and the
+recipes are the demo's (``configs/cpu/demo-*.yaml``), so the spread is RL's alone. Seed 0 is the
+demo's own run. Before a run already on disk is counted, its recorded ``config.yaml`` is compared
+with the recipe this script would use, so runs trained under an older recipe are never mixed in.
+
+For each pair of arms it prints two things. First, how many (seed i, seed j) pairs have the first
+arm below. Second, the **seed-averaged paired comparison**: for each test sample, each arm's absolute
+error is averaged over its seeds, then the mean difference gets a bootstrap interval over samples
+(``reczero.metrics.bootstrap_mean``). That interval is over test samples only. With a handful of
+seeds, the pair count shows the seed spread.
+
+    reczero demo --out demo-full                                   # seed 0 of reczero and recone
+    python bench/template_ablation.py demo-full                    # seed 0 of recone-rate-only (optional)
+    python bench/seeds.py demo-full --seeds 0 1 2 3                # ~8 min per (arm, seed) on one core
+
+Runs go to ``DEMO/seeds/ARM-sN`` and are resumable: a finished run or evaluation is skipped, an
+interrupted one continues from its last checkpoint. The table is also written to
+``DEMO/seeds/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from reczero.config import EvalConfig, GRPORecipe, resolve
+from reczero.demo import demo_settings
+from reczero.metrics import bootstrap_mean
+
+# arm -> (demo section, model it starts from, the demo's own seed-0 run, recipe overrides)
+ARMS = {
+    "reczero": ("reczero", "base", "runs/reczero", {}),
+    "recone": ("recone", "runs/sft-only", "runs/recone", {}),
+    "recone-rate-only": ("recone", "ablation/sft-rate-only", "ablation/recone-rate-only",
+                         {"template": "rate-only", "max_completion_length": 16}),
+}
+# recorded fields that may differ between runs of one recipe (paths, threads, the resume switch)
+IGNORED = {"data", "model", "out", "threads", "resume", "dry_run"}
+
+
+def run_dir(root: Path, arm: str, seed: int) -> Path:
+    return root / ARMS[arm][2] if seed == 0 else root / "seeds" / f"{arm}-s{seed}"
+
+
+def recipe_for(root: Path, s: dict, arm: str, seed: int, threads: int) -> GRPORecipe:
+    section, start, _, extra = ARMS[arm]
+    return resolve(GRPORecipe, None, {**s[section], **s.get("prompt", {}), **extra, "seed": seed,
+                                      "threads": threads, "resume": True, "data": str(root / "data"),
+                                      "model": str(root / start), "out": str(run_dir(root, arm, seed))})
+
+
+def recipe_mismatch(recipe: GRPORecipe, run: Path) -> list[str]:
+    """Fields of ``run``'s recorded config that differ from ``recipe`` (paths and threads aside)."""
+    f = run / "config.yaml"
+    if not f.is_file():
+        return []
+    recorded = yaml.safe_load(f.read_text()) or {}
+    want = vars(recipe)
+    return [f"{k}: recorded {recorded[k]!r}, recipe {want[k]!r}" for k in sorted(want)
+            if k not in IGNORED and k in recorded and recorded[k] != want[k]]
+
+
+def train_and_eval(root: Path, s: dict, arm: str, seed: int, splits: list[str], threads: int) -> Path:
+    from reczero.evaluate import evaluate
+    from reczero.train.grpo import train_grpo
+
+    recipe = recipe_for(root, s, arm, seed, threads)
+    run = Path(recipe.out)
+    diff = recipe_mismatch(recipe, run)
+    if diff:
+        raise SystemExit(f"{run}: trained under another recipe than the demo's current one "
+                         f"({'; '.join(diff)}); move it away to retrain it")
+    if not (run / "done.json").is_file():
+        print(f"== train {arm} seed {seed} -> {run}", flush=True)
+        train_grpo(recipe)
+    for split in splits:
+        if not (run / "eval" / split / "metrics.json").is_file():
+            print(f"== eval {arm} seed {seed} on {split}", flush=True)
+            evaluate(resolve(EvalConfig, None, {
+                **s["eval"], **s.get("prompt", {}), "template": recipe.template, "seed": seed, "threads": threads,
+                "model": str(run), "data": str(root / "data"), "split": split, "method": arm}))
+    return run
+
+
+def abs_errors(run: Path, split: str) -> pd.Series:
+    p = pd.read_parquet(run / "eval" / split / "predictions.parquet", columns=["sample_id", "rating", "prediction"])
+    return (p["rating"] - p["prediction"]).abs().set_axis(p["sample_id"]).sort_index()
+
+
+def summarise(root: Path, arms: list[str], seeds: list[int], split: str) -> dict:
+    """Per-arm MAE per seed, and each pair of arms compared over seeds, on ``split``."""
+    errors = {a: {s: abs_errors(run_dir(root, a, s), split) for s in seeds} for a in arms}
+    out: dict = {"split": split, "seeds": seeds, "mae": {}, "pairs": []}
+    for a in arms:
+        maes = [float(errors[a][s].mean()) for s in seeds]
+        out["mae"][a] = {"per_seed": maes, "mean": float(np.mean(maes)),
+                         "sd": float(np.std(maes, ddof=1)) if len(maes) > 1 else 0.0}
+    for a, b in itertools.combinations(arms, 2):
+        ea = pd.concat(errors[a].values(), axis=1).mean(axis=1)
+        eb = pd.concat(errors[b].values(), axis=1).reindex(ea.index).mean(axis=1)
+        if eb.isna().any():
+            raise SystemExit(f"{a} and {b} were scored on different {split} samples")
+        diff, lo, hi = bootstrap_mean((ea - eb).to_numpy())
+        wins = sum(x < y for x, y in itertools.product(out["mae"][a]["per_seed"], out["mae"][b]["per_seed"]))
+        out["pairs"].append({"a": a, "b": b, "seed_averaged_diff": diff, "ci": [lo, hi],
+                             "seed_pairs_a_below": wins, "seed_pairs": len(seeds) ** 2})
+    return out
+
+
+def render(summary: dict) -> str:
+    seeds = summary["seeds"]
+    lines = [f"{summary['split']} MAE by GRPO seed", "",
+             "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | sd |",
+             "|---|" + "---|" * (len(seeds) + 2)]
+    for a, m in summary["mae"].items():
+        lines.append(f"| {a} | " + " | ".join(f"{x:.3f}" for x in m["per_seed"]) + f" | {m['mean']:.3f} | {m['sd']:.3f} |")
+    lines.append("")
+    for p in summary["pairs"]:
+        lo, hi = p["ci"]
+        lines.append(f"{p['a']} minus {p['b']}: seed-averaged {p['seed_averaged_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                     f" (95% bootstrap over samples); {p['a']} below in {p['seed_pairs_a_below']} of "
+                     f"{p['seed_pairs']} seed pairs")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("demo_dir", help="a finished `reczero demo` output directory")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                    help="GRPO seeds; 0 is the demo's own run (default: 0 1 2 3)")
+    ap.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=["recone", "reczero"],
+                    help="which RL stages to re-seed (recone-rate-only needs bench/template_ablation.py first)")
+    ap.add_argument("--splits", nargs="+", choices=["test", "valid"], default=["test", "valid"],
+                    help="splits to score; the first is summarised, then each other one")
+    ap.add_argument("--quick", action="store_true", help="the demo was run with --quick (use its settings)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    args = ap.parse_args(argv)
+    root = Path(args.demo_dir)
+    s = demo_settings(args.quick)
+    for arm in args.arms:
+        start = root / ARMS[arm][1]
+        if not any((d / "config.json").is_file() for d in (start, start / "model")):   # the base, or a run
+            ap.error(f"{start}: no model there (run `reczero demo --out {root}`"
+                     f"{' and bench/template_ablation.py' if arm == 'recone-rate-only' else ''} first)")
+    for arm, seed in itertools.product(args.arms, args.seeds):
+        train_and_eval(root, s, arm, seed, args.splits, args.threads)
+    summaries = [summarise(root, args.arms, args.seeds, split) for split in args.splits]
+    (root / "seeds").mkdir(exist_ok=True)
+    (root / "seeds" / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    for summary in summaries:
+        print()
+        print(render(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
