@@ -17,8 +17,8 @@ seeds, the pair count shows the seed spread.
     python bench/seeds.py demo-full --seeds 0 1 2 3                # ~8 min per (arm, seed) on one core
 
 Runs go to ``DEMO/seeds/ARM-sN`` and are resumable: a finished run or evaluation is skipped, an
-interrupted one continues from its last checkpoint. The table is also written to
-``DEMO/seeds/summary.json``.
+interrupted one continues from its last checkpoint. The tables are also written to
+``DEMO/seeds/summary.json``, and a figure of every seed's MAE to ``DEMO/seeds/seeds.png``.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ def run_dir(root: Path, arm: str, seed: int) -> Path:
 
 def recipe_for(root: Path, s: dict, arm: str, seed: int, threads: int) -> GRPORecipe:
     section, start, _, extra = ARMS[arm]
+    out = run_dir(root, arm, seed)
     return resolve(GRPORecipe, None, {**s[section], **s.get("prompt", {}), **extra, "seed": seed,
-                                      "threads": threads, "resume": True, "data": str(root / "data"),
-                                      "model": str(root / start), "out": str(run_dir(root, arm, seed))})
+                                      "threads": threads, "resume": out.exists(), "data": str(root / "data"),
+                                      "model": str(root / start), "out": str(out)})
 
 
 def recipe_mismatch(recipe: GRPORecipe, run: Path) -> list[str]:
@@ -133,6 +134,31 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def plot(summaries: list[dict], path: Path) -> None:
+    """One panel per split: each arm's MAE per seed (dots, seed number beside) and its mean (bar)."""
+    from reczero.report_plots import _plt, colors
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.2), sharey=True, squeeze=False)
+    for ax, summary in zip(axes[0], summaries):
+        arms = list(summary["mae"])
+        for i, (arm, color) in enumerate(zip(arms, colors(len(arms)))):
+            maes = summary["mae"][arm]["per_seed"]
+            xs = i + 0.06 * (np.arange(len(maes)) - (len(maes) - 1) / 2)    # seeds side by side: ties stay visible
+            ax.scatter(xs, maes, color=color, zorder=3)
+            for x, seed, mae in zip(xs, summary["seeds"], maes):
+                ax.annotate(str(seed), (x, mae), xytext=(0, 5), textcoords="offset points", fontsize=7,
+                            color="0.4", ha="center")
+            ax.hlines(summary["mae"][arm]["mean"], i - 0.25, i + 0.25, color=color, linewidth=2)
+        ax.set_xticks(range(len(arms)), arms)
+        ax.set_xlim(-0.6, len(arms) - 0.4)
+        ax.set_title(f"{summary['split']} MAE by GRPO seed (bar: mean)")
+    axes[0][0].set_ylabel("MAE")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("demo_dir", help="a finished `reczero demo` output directory")
@@ -157,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = [summarise(root, args.arms, args.seeds, split) for split in args.splits]
     (root / "seeds").mkdir(exist_ok=True)
     (root / "seeds" / "summary.json").write_text(json.dumps(summaries, indent=2) + "\n")
+    plot(summaries, root / "seeds" / "seeds.png")
     for summary in summaries:
         print()
         print(render(summary))

@@ -67,6 +67,7 @@ def test_micro_demo_runs_every_stage_and_skips_on_rerun(micro_demo, monkeypatch,
     for stage in ["data", "baseline-mf", "base", "reczero", "teacher", "sft-only", "recone", "eval-recone", "report"]:
         assert f"== {stage}: done" in text, stage
     assert "Bayes floor" in text and "report.html" in text
+    assert "GRPO plan\n" in text and "SFT plan\n" in text and "dry run" not in text   # real runs say their plan
     for name in ["reczero", "sft-only", "recone", "global", "mf"]:
         metrics = json.loads((out / "runs" / name / "eval" / "test" / "metrics.json").read_text())
         assert metrics["n"] == 12                       # every method on the same capped test split
@@ -107,6 +108,7 @@ def test_bench_seeds_retrains_the_rl_stages_and_refuses_runs_of_another_recipe(m
     lo, hi = pair["ci"]
     assert lo <= pair["seed_averaged_diff"] <= hi
     assert "| recone | " in text and "seed-averaged" in text
+    assert (out / "seeds" / "seeds.png").stat().st_size > 1000
 
     assert seeds.main([str(out), "--seeds", "0", "1", "--splits", "test"]) == 0     # finished: nothing retrained
     assert "== train" not in capsys.readouterr().out

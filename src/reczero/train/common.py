@@ -62,6 +62,13 @@ def last_checkpoint(paths: RunPaths) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
 
 
+def print_plan(stage: str, plan: dict[str, Any], dry_run: bool = False) -> None:
+    """Print what a training run will do, one ``key value`` line each (``--dry-run`` stops there)."""
+    print(f"{stage} plan" + (" (dry run: no weights or data loaded)" if dry_run else ""))
+    for key, value in plan.items():
+        print(f"  {key:24s} {value}")
+
+
 def prepare_run(recipe: TrainCommon) -> tuple[RunPaths, Path | None]:
     """Check the run directory against --resume, write config.yaml; return (paths, checkpoint to resume)."""
     paths = RunPaths(Path(recipe.out))

@@ -101,12 +101,6 @@ def plan(recipe: GRPORecipe) -> dict[str, Any]:
     }
 
 
-def print_plan(p: dict[str, Any]) -> None:
-    print("GRPO plan (dry run: no weights or data loaded)")
-    for key, value in p.items():
-        print(f"  {key:24s} {value}")
-
-
 def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
     from trl import GRPOConfig
 
@@ -142,7 +136,7 @@ def lora_config(recipe):
 def train_grpo(recipe: GRPORecipe) -> int:
     """`reczero train grpo`: run (or resume) RecZero GRPO; returns 0 on success."""
     if recipe.dry_run:
-        print_plan(plan(recipe))
+        common.print_plan("GRPO", plan(recipe), dry_run=True)
         return 0
     paths, ckpt = common.prepare_run(recipe)
     if paths.is_done():
@@ -157,7 +151,7 @@ def train_grpo(recipe: GRPORecipe) -> int:
     from reczero.rewards import AnswerReward, FormatReward
 
     p = plan(recipe)
-    print_plan(p)
+    common.print_plan("GRPO", p)
     use_cpu = recipe.use_cpu or not torch.cuda.is_available()
     model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
     warn_prompt_mismatch(recipe, recipe.model)

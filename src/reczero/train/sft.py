@@ -103,14 +103,13 @@ def plan(recipe: SFTRecipe) -> dict[str, Any]:
 def train_sft(recipe: SFTRecipe) -> int:
     """`reczero train sft`: SFT on accepted teacher records; returns 0 on success."""
     if recipe.dry_run:
-        print("SFT plan (dry run: no weights or data loaded)")
-        for k, v in plan(recipe).items():
-            print(f"  {k:24s} {v}")
+        common.print_plan("SFT", plan(recipe), dry_run=True)
         return 0
     paths, ckpt = common.prepare_run(recipe)
     if paths.is_done():
         print(f"{paths.root}: already finished; nothing to do")
         return 0
+    common.print_plan("SFT", plan(recipe))
 
     import torch
     from datasets import Dataset
