@@ -140,13 +140,13 @@ def plot(summaries: list[dict], path: Path) -> None:
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.2), sharey=True, squeeze=False)
-    for ax, summary in zip(axes[0], summaries):
+    for ax, summary in zip(axes[0], summaries, strict=True):
         arms = list(summary["mae"])
-        for i, (arm, color) in enumerate(zip(arms, colors(len(arms)))):
+        for i, (arm, color) in enumerate(zip(arms, colors(len(arms)), strict=True)):
             maes = summary["mae"][arm]["per_seed"]
             xs = i + 0.06 * (np.arange(len(maes)) - (len(maes) - 1) / 2)    # seeds side by side: ties stay visible
             ax.scatter(xs, maes, color=color, zorder=3)
-            for x, seed, mae in zip(xs, summary["seeds"], maes):
+            for x, seed, mae in zip(xs, summary["seeds"], maes, strict=True):
                 ax.annotate(str(seed), (x, mae), xytext=(0, 5), textcoords="offset points", fontsize=7,
                             color="0.4", ha="center")
             ax.hlines(summary["mae"][arm]["mean"], i - 0.25, i + 0.25, color=color, linewidth=2)
