@@ -3,8 +3,9 @@
 
 Only the GRPO seed changes. The data, base, teacher and SFT model are the demo's own, and the
 recipes are the demo's (``configs/cpu/demo-*.yaml``), so the spread is RL's alone. Seed 0 is the
-demo's own run. Before a run already on disk is counted, its recorded ``config.yaml`` is compared
-with the recipe this script would use, so runs trained under an older recipe are never mixed in.
+demo's own run. Before a run or an evaluation already on disk is counted, its recorded
+``config.yaml`` is compared with the recipe this script would use, so results made under an older
+recipe are never mixed in; every arm and seed must be scored on the same samples.
 
 For each pair of arms it prints two things. First, how many (seed i, seed j) pairs have the first
 arm below. Second, the **seed-averaged paired comparison**: for each test sample, each arm's absolute
@@ -44,8 +45,10 @@ ARMS = {
     "recone-rate-only": ("recone", "ablation/sft-rate-only", "ablation/recone-rate-only",
                          {"template": "rate-only", "max_completion_length": 16}),
 }
-# recorded fields that may differ between runs of one recipe (paths, threads, the resume switch)
+# recorded fields that may differ between runs of one recipe (paths, threads, the resume switch); an
+# evaluation's seed and method name change nothing it scores (greedy decoding)
 IGNORED = {"data", "model", "out", "threads", "resume", "dry_run"}
+IGNORED_EVAL = IGNORED | {"seed", "method"}
 
 
 def run_dir(root: Path, arm: str, seed: int) -> Path:
@@ -60,15 +63,19 @@ def recipe_for(root: Path, s: dict, arm: str, seed: int, threads: int) -> GRPORe
                                       "model": str(root / start), "out": str(out)})
 
 
-def recipe_mismatch(recipe: GRPORecipe, run: Path) -> list[str]:
-    """Fields of ``run``'s recorded config that differ from ``recipe`` (paths and threads aside)."""
-    f = run / "config.yaml"
+def refuse_mismatch(cfg: GRPORecipe | EvalConfig, folder: Path, ignored: set[str]) -> None:
+    """Stop if ``folder`` already holds a run or evaluation whose recorded ``config.yaml`` differs from
+    ``cfg`` in a field outside ``ignored``: results of another recipe must not be mixed in."""
+    f = folder / "config.yaml"
     if not f.is_file():
-        return []
+        return
     recorded = yaml.safe_load(f.read_text()) or {}
-    want = vars(recipe)
-    return [f"{k}: recorded {recorded[k]!r}, recipe {want[k]!r}" for k in sorted(want)
-            if k not in IGNORED and k in recorded and recorded[k] != want[k]]
+    want = vars(cfg)
+    diff = [f"{k}: recorded {recorded[k]!r}, now {want[k]!r}" for k in sorted(want)
+            if k not in ignored and k in recorded and recorded[k] != want[k]]
+    if diff:
+        raise SystemExit(f"{folder}: made under another recipe than the demo's current one "
+                         f"({'; '.join(diff)}); move it away to redo it")
 
 
 def train_and_eval(root: Path, s: dict, arm: str, seed: int, splits: list[str], threads: int) -> Path:
@@ -77,19 +84,18 @@ def train_and_eval(root: Path, s: dict, arm: str, seed: int, splits: list[str], 
 
     recipe = recipe_for(root, s, arm, seed, threads)
     run = Path(recipe.out)
-    diff = recipe_mismatch(recipe, run)
-    if diff:
-        raise SystemExit(f"{run}: trained under another recipe than the demo's current one "
-                         f"({'; '.join(diff)}); move it away to retrain it")
+    refuse_mismatch(recipe, run, IGNORED)
     if not (run / "done.json").is_file():
         print(f"== train {arm} seed {seed} -> {run}", flush=True)
         train_grpo(recipe)
     for split in splits:
+        cfg = resolve(EvalConfig, None, {
+            **s["eval"], **s.get("prompt", {}), "template": recipe.template, "seed": seed, "threads": threads,
+            "model": str(run), "data": str(root / "data"), "split": split, "method": arm})
+        refuse_mismatch(cfg, run / "eval" / split, IGNORED_EVAL)
         if not (run / "eval" / split / "metrics.json").is_file():
             print(f"== eval {arm} seed {seed} on {split}", flush=True)
-            evaluate(resolve(EvalConfig, None, {
-                **s["eval"], **s.get("prompt", {}), "template": recipe.template, "seed": seed, "threads": threads,
-                "model": str(run), "data": str(root / "data"), "split": split, "method": arm}))
+            evaluate(cfg)
     return run
 
 
@@ -101,6 +107,11 @@ def abs_errors(run: Path, split: str) -> pd.Series:
 def summarise(root: Path, arms: list[str], seeds: list[int], split: str) -> dict:
     """Per-arm MAE per seed, and each pair of arms compared over seeds, on ``split``."""
     errors = {a: {s: abs_errors(run_dir(root, a, s), split) for s in seeds} for a in arms}
+    first = errors[arms[0]][seeds[0]].index
+    for a, s in itertools.product(arms, seeds):
+        if not errors[a][s].index.equals(first):      # averages and pairs need the very same samples
+            raise SystemExit(f"{run_dir(root, a, s)}: scored on other {split} samples than "
+                             f"{run_dir(root, arms[0], seeds[0])}")
     out: dict = {"split": split, "seeds": seeds, "mae": {}, "pairs": []}
     for a in arms:
         maes = [float(errors[a][s].mean()) for s in seeds]
@@ -108,9 +119,7 @@ def summarise(root: Path, arms: list[str], seeds: list[int], split: str) -> dict
                          "sd": float(np.std(maes, ddof=1)) if len(maes) > 1 else 0.0}
     for a, b in itertools.combinations(arms, 2):
         ea = pd.concat(errors[a].values(), axis=1).mean(axis=1)
-        eb = pd.concat(errors[b].values(), axis=1).reindex(ea.index).mean(axis=1)
-        if eb.isna().any():
-            raise SystemExit(f"{a} and {b} were scored on different {split} samples")
+        eb = pd.concat(errors[b].values(), axis=1).mean(axis=1)
         diff, lo, hi = bootstrap_mean((ea - eb).to_numpy())
         wins = sum(x < y for x, y in itertools.product(out["mae"][a]["per_seed"], out["mae"][b]["per_seed"]))
         out["pairs"].append({"a": a, "b": b, "seed_averaged_diff": diff, "ci": [lo, hi],

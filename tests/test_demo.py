@@ -118,6 +118,11 @@ def test_bench_seeds_retrains_the_rl_stages_and_refuses_runs_of_another_recipe(m
     monkeypatch.setattr(seeds, "demo_settings", lambda quick: changed)
     with pytest.raises(SystemExit, match="learning_rate"):
         seeds.main([str(out), "--seeds", "1", "--arms", "recone", "--splits", "test"])
+    changed = copy.deepcopy(MICRO)
+    changed["eval"]["max_new_tokens"] = 99                 # the runs match, their evaluations do not
+    monkeypatch.setattr(seeds, "demo_settings", lambda quick: changed)
+    with pytest.raises(SystemExit, match="max_new_tokens"):
+        seeds.main([str(out), "--seeds", "1", "--arms", "recone", "--splits", "test"])
 
 
 @pytest.mark.parametrize("quick", [True, False])
