@@ -16,6 +16,9 @@ What this module chose, and why:
   next-item protocol of R2ec). :func:`target_ranks` computes those ranks from a score matrix and is
   **pessimistic on ties** (the target is placed after every item with an equal score), so a scorer
   that gives every item the same score ranks the target last instead of first.
+* A target that could not be ranked at all (an item unknown at training time) has rank ``inf``:
+  a miss at every K with reciprocal rank 0. ``NaN`` still raises (a rank that was never computed
+  is a bug); :func:`miss_ranks` turns the null ranks of ``rankings.parquet`` into ``inf``.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def _ranks(ranks: ArrayLike, k: int) -> np.ndarray:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     arr = _as_array(ranks, "ranks")
-    if (arr < 1).any() or (arr != np.floor(arr)).any():
+    if (arr < 1).any() or (np.isfinite(arr) & (arr != np.floor(arr))).any():
         raise ValueError("ranks must be 1-based integers (1 = the target was ranked first)")
     return arr
 
@@ -130,6 +133,8 @@ def hit_at_k(ranks: ArrayLike, k: int) -> float:
 
     >>> hit_at_k([1, 3, 11], k=10)
     0.6666666666666666
+    >>> hit_at_k([1, float("inf")], k=10)
+    0.5
     """
     arr = _ranks(ranks, k)
     return float(np.mean(arr <= k))
@@ -144,6 +149,28 @@ def ndcg_at_k(ranks: ArrayLike, k: int) -> float:
     """
     arr = _ranks(ranks, k)
     return float(np.mean(np.where(arr <= k, 1.0 / np.log2(arr + 1.0), 0.0)))
+
+
+def mrr(ranks: ArrayLike) -> float:
+    """Mean reciprocal rank ``MRR = 1/n * sum_u 1 / rank_u`` (``inf`` = a miss, reciprocal rank 0).
+
+    >>> mrr([1, 4, float("inf")])
+    0.4166666666666667
+    """
+    arr = _ranks(ranks, 1)
+    return float(np.mean(1.0 / arr))
+
+
+def miss_ranks(ranks) -> np.ndarray:
+    """Float64 ranks with every missing value (``None``, ``NaN``, ``pandas.NA``) as ``inf`` = a miss.
+
+    >>> miss_ranks([3, None, float("nan")])
+    array([ 3., inf, inf])
+    """
+    import pandas as pd
+
+    arr = pd.Series(ranks, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.inf)
+    return np.where(np.isnan(arr), np.inf, arr)
 
 
 def target_ranks(scores: np.ndarray, targets: ArrayLike) -> np.ndarray:

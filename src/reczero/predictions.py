@@ -154,7 +154,9 @@ def compute_metrics(table, *, method: str, split: str, bayes: dict | None = None
     return out
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path`` (atomic on
+    one file system): a kill never leaves half a file. Every result writer uses it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
@@ -192,9 +194,9 @@ def write_results(out_dir: str | Path, predictions, *, method: str, split: str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)      # never leave metrics that describe older predictions
-    _atomic_write_bytes(out / PREDICTIONS, lambda tmp: pq.write_table(table, tmp))
+    atomic_write_bytes(out / PREDICTIONS, lambda tmp: pq.write_table(table, tmp))
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    _atomic_write_bytes(out / METRICS, lambda tmp: tmp.write_text(text))
+    atomic_write_bytes(out / METRICS, lambda tmp: tmp.write_text(text))
     return result
 
 
