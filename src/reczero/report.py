@@ -17,6 +17,10 @@ What this module chose, and why:
   ``report.html`` so the page opens anywhere, offline, as one file.
 * ``claims``: statements with a verdict computed by the caller (the demo), rendered as
   "holds" / "does not hold"; the report never decides them itself.
+* **Ranking results** (``rankings.parquet`` beside ``metrics.json``) get their own section,
+  built by ``report_ranking``: a Hit/NDCG/MRR table with the ranking ceiling row, paired-bootstrap
+  NDCG@10 differences, Hit/NDCG@K and NDCG-by-history figures. A report may hold both kinds; the
+  rating part is unchanged, and absent when no rating result is found.
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ def _figures(entries: list[Entry]) -> list[tuple[str, str, Any]]:
     buckets = {e.name: e.metrics["mae_by_history"] for e in entries if e.metrics.get("mae_by_history")}
     if buckets:
         figs.append(("mae_by_history", "MAE by the user's history length (cold users on the left).",
-                     P.mae_by_history(buckets, palette)))
+                     P.by_history(buckets, palette)))
     return figs
 
 
@@ -165,40 +169,86 @@ def report(run_dirs: list[str | Path], out: str | Path, split: str = "test", tit
     """Write ``OUT/report.html`` (self-contained), ``OUT/report.md`` and its PNGs; return the HTML path."""
     import matplotlib.pyplot as plt
 
+    from reczero import report_ranking as R
+
     entries = find_results(run_dirs, split)
-    if not entries:
+    ranked = R.find_rankings(run_dirs, split)
+    if not entries and not ranked:
         raise DataError(f"no results for split {split!r} below {', '.join(map(str, run_dirs))} "
-                        f"(expected eval/{split}/metrics.json with predictions.parquet beside it)")
+                        f"(expected eval/{split}/metrics.json with predictions.parquet or rankings.parquet beside it)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images = []
-    for stem, caption, fig in _figures(entries):
-        path = out / f"{stem}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        images.append((path, caption))
+
+    def save(figs) -> list[tuple[Path, str]]:
+        images = []
+        for stem, caption, fig in figs:
+            path = out / f"{stem}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            images.append((path, caption))
+        return images
+
+    images = save(_figures(entries)) if entries else []
     rows = _table_rows(entries)
+    ranking = (Ranking(ranked, R.table_rows(ranked), R.difference_rows(R.paired_differences(ranked)),
+                       save(R.figures(ranked))) if ranked else None)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    (out / "report.md").write_text(_markdown(title, split, rows, images, claims or [], entries, created))
+    (out / "report.md").write_text(_markdown(title, split, rows, images, claims or [], entries, created, ranking))
     html_path = out / "report.html"
-    html_path.write_text(_html(title, split, rows, images, claims or [], entries, created))
-    log.info("report of %d results -> %s", len(entries), html_path)
+    html_path.write_text(_html(title, split, rows, images, claims or [], entries, created, ranking))
+    log.info("report of %d results -> %s", len(entries) + len(ranked), html_path)
     return html_path
 
 
-def _sources(entries: list[Entry]) -> list[str]:
-    return [f"{e.name}: {e.dir}" for e in entries]
+@dataclass
+class Ranking:
+    """The ranking section: its results, table rows, paired differences and images."""
+
+    entries: list
+    rows: list[list[str]]
+    differences: list[list[str]]
+    images: list[tuple[Path, str]]
+
+    def intro(self) -> str:
+        m = self.entries[0].metrics
+        masked = "masked" if m.get("mask_history") else "not masked"
+        return (f"{len(self.entries)} ranking methods, sorted by NDCG@10 (best first); full ranking over the "
+                f"{m.get('n_items', '?')} items known at training time, the user's history {masked}; "
+                "unknown targets are misses for every method.")
 
 
-def _markdown(title, split, rows, images, claims, entries, created) -> str:
-    lines = [f"# {title}", "", f"Split **{split}**, {len(entries)} methods, sorted by MAE (best first). Created {created}.", ""]
-    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(("**" + c + "**" if j == 5 and c else c) for j, c in enumerate(r)) + " |" for r in rows]
+DIFF_NOTE = ("Paired bootstrap (2,000 draws) of per-sample NDCG@10 differences on the samples both runs "
+             "scored; a difference counts only when its 95% interval excludes zero.")
+
+
+def _sources(entries: list, ranking: Ranking | None = None) -> list[str]:
+    return [f"{e.name}: {e.dir}" for e in entries + (ranking.entries if ranking else [])]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _markdown(title, split, rows, images, claims, entries, created, ranking=None) -> str:
+    from reczero import report_ranking as R
+
+    lines = [f"# {title}", ""]
+    if entries:
+        lines += [f"Split **{split}**, {len(entries)} methods, sorted by MAE (best first). Created {created}.", ""]
+        lines += _md_table(HEADER, [[("**" + c + "**" if j == 5 and c else c) for j, c in enumerate(r)] for r in rows])
     if claims:
         lines += ["", "## Claims", ""] + [f"- {'✅ holds' if ok else '❌ does not hold'}: {text}" for text, ok in claims]
     for path, caption in images:
         lines += ["", f"![{caption}]({path.name})", "", f"*{caption}*"]
-    lines += ["", "## Sources", ""] + [f"- `{s}`" for s in _sources(entries)]
+    if ranking:
+        lines += ["", "## Ranking", "", f"Split **{split}**. {ranking.intro()} Created {created}.", ""]
+        lines += _md_table(R.HEADER, ranking.rows)
+        if ranking.differences:
+            lines += ["", "### NDCG@10: best against each other method", "", DIFF_NOTE, ""]
+            lines += _md_table(R.DIFF_HEADER, ranking.differences)
+        for path, caption in ranking.images:
+            lines += ["", f"![{caption}]({path.name})", "", f"*{caption}*"]
+    lines += ["", "## Sources", ""] + [f"- `{s}`" for s in _sources(entries, ranking)]
     return "\n".join(lines) + "\n"
 
 
@@ -209,25 +259,52 @@ td:first-child,th:first-child,td:last-child{text-align:left}tr.floor{font-style:
 img{max-width:100%;border:1px solid #eee;margin-top:.5em}figcaption{color:#555;font-size:.9em}code{font-size:.85em}"""
 
 
-def _html(title, split, rows, images, claims, entries, created) -> str:
+def _html_table(header: list[str], rows: list[list[str]], floor: str) -> str:
     e = html.escape
-    body = [f"<h1>{e(title)}</h1>",
-            f"<p>Split <b>{e(split)}</b>, {len(entries)} methods, sorted by MAE (best first). Created {e(created)}.</p>",
-            "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>"]
+    out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
     for r in rows:
-        cls = ' class="floor"' if r[0].startswith("Bayes floor") else ""
-        cells = [f"<td>{e(c)}</td>" for c in r[:5]] + [f'<td class="warn">{"⚠ " + e(r[5]) if r[5] else ""}</td>']
-        body.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
-    body.append("</table>")
+        cls = ' class="floor"' if r[0].startswith(floor) else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _html_images(images) -> list[str]:
+    e = html.escape
+    out = []
+    for path, caption in images:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        out.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}"><figcaption>{e(caption)}</figcaption></figure>')
+    return out
+
+
+def _html(title, split, rows, images, claims, entries, created, ranking=None) -> str:
+    from reczero import report_ranking as R
+
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>"]
+    if entries:
+        body += [f"<p>Split <b>{e(split)}</b>, {len(entries)} methods, sorted by MAE (best first). Created {e(created)}.</p>",
+                 "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>"]
+        for r in rows:
+            cls = ' class="floor"' if r[0].startswith("Bayes floor") else ""
+            cells = [f"<td>{e(c)}</td>" for c in r[:5]] + [f'<td class="warn">{"⚠ " + e(r[5]) if r[5] else ""}</td>']
+            body.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+        body.append("</table>")
+
     if claims:
         body.append("<h2>Claims</h2><ul>")
         body += [f'<li><span class="{"ok" if ok else "no"}">{"holds" if ok else "does not hold"}</span>: {e(text)}</li>'
                  for text, ok in claims]
         body.append("</ul>")
-    for path, caption in images:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        body.append(f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{data}"><figcaption>{e(caption)}</figcaption></figure>')
-    body.append("<h2>Sources</h2><ul>" + "".join(f"<li><code>{e(s)}</code></li>" for s in _sources(entries)) + "</ul>")
+    body += _html_images(images)
+    if ranking:
+        body += ["<h2>Ranking</h2>", f"<p>Split <b>{e(split)}</b>. {e(ranking.intro())} Created {e(created)}.</p>",
+                 _html_table(R.HEADER, ranking.rows, R.CEILING)]
+        if ranking.differences:
+            body += ["<h3>NDCG@10: best against each other method</h3>", f"<p>{e(DIFF_NOTE)}</p>",
+                     _html_table(R.DIFF_HEADER, ranking.differences, R.CEILING)]
+        body += _html_images(ranking.images)
+    body.append("<h2>Sources</h2><ul>" + "".join(f"<li><code>{e(s)}</code></li>" for s in _sources(entries, ranking)) + "</ul>")
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>{CSS}</style></head>'
             f"<body>{''.join(body)}</body></html>\n")
 

@@ -146,20 +146,45 @@ def predicted_vs_true(pairs: dict[str, tuple[np.ndarray, np.ndarray]], palette: 
     return fig
 
 
-def mae_by_history(buckets: dict[str, list[dict[str, Any]]], palette: dict[str, Any]):
-    """MAE per user-history-length bucket, one line per method."""
+def by_history(buckets: dict[str, list[dict[str, Any]]], palette: dict[str, Any], *, key: str = "mae",
+               label: str = "MAE", reference: tuple[str, list[dict[str, Any]]] | None = None):
+    """``key`` (MAE, NDCG@10, ...) per user-history-length bucket, one line per method; ``reference``
+    (name, buckets) is drawn dashed in black (the ranking ceiling)."""
     plt = _plt()
     labels = [b["bucket"] for b in next(iter(buckets.values()))]
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     x = np.arange(len(labels))
-    for name, rows in buckets.items():
-        y = [r["mae"] if r.get("mae") is not None else np.nan for r in rows]
-        ax.plot(x, y, marker="o", label=name, color=palette.get(name))
+    lines = [(name, rows, {"color": palette.get(name), "marker": "o"}) for name, rows in buckets.items()]
+    if reference is not None:
+        lines.append((reference[0], reference[1], {"color": "black", "linestyle": "--", "marker": "x"}))
+    for name, rows, style in lines:
+        y = [r[key] if r.get(key) is not None else np.nan for r in rows]
+        ax.plot(x, y, label=name, **style)
     counts = [next(iter(buckets.values()))[j]["n"] for j in range(len(labels))]
     ax.set_xticks(x, [f"{lab}\n(n={c})" for lab, c in zip(labels, counts, strict=True)])
     ax.set_xlabel("user's earlier interactions")
-    ax.set_ylabel("MAE")
-    ax.set_title("MAE by user history length")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} by user history length")
     ax.legend(fontsize=8, ncols=2)
     fig.tight_layout()
+    return fig
+
+
+def ranking_at_k(metrics: dict[str, dict[str, Any]], palette: dict[str, Any], ks: tuple[int, ...],
+                 ceiling: dict[str, Any] | None):
+    """Two panels, Hit@K and NDCG@K against K, one line per method; the ceiling dashed in black."""
+    fig, axes = _grid(2, ncols=2, size=(5.2, 3.6), sharex=True)
+    for ax, (prefix, title) in zip(axes, (("hit", "Hit@K"), ("ndcg", "NDCG@K")), strict=True):
+        for name, m in metrics.items():
+            ax.plot(ks, [m[f"{prefix}@{k}"] for k in ks], marker="o", label=name, color=palette.get(name))
+        if ceiling is not None:
+            ax.plot(ks, [ceiling[f"{prefix}@{k}"] for k in ks], color="black", linestyle="--", marker="x",
+                    label="ceiling (best possible)")
+        ax.set_xticks(ks)
+        ax.set_xlabel("K")
+        ax.set_title(title + " (higher is better)")
+        ax.set_ylim(bottom=0)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncols=min(len(labels), 4), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.12 * math.ceil(len(labels) / 4)))
     return fig

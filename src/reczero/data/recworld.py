@@ -29,6 +29,12 @@ The generative model (every number is a field of :class:`WorldParams`, recorded 
 distribution is exact (normal CDF over the rounding cells); its median is the best MAE predictor,
 its mean the best RMSE predictor, and the manifest's ``bayes`` holds their errors per split.
 
+**The ranking ceiling** (``recworld_ceiling``): ranking every item by its posterior probability of
+being the user's next pick (the choice weights, the user's window and pick count, the releases and
+the earlier picks are all known) gives the best Hit@K / NDCG@K / MRR any next-item ranker could
+expect; the manifest's ``ranking_ceiling`` holds them for the valid and test splits, over the
+evaluator's catalogue (items of the train split).
+
 **How the defaults were tuned** (``python bench/recworld.py floor``, figures in bench/RESULTS.md).
 Targets: the floor ≥ 25% below biased MF's test MAE, and a history-only reader (ridge regression on
 features of the visible prompt, never the latent parameters) closing ≥ half of the MF-to-floor gap.
@@ -124,6 +130,11 @@ class World:
     rating: np.ndarray
     review: pa.Array
     summary: pa.Array
+    # What the choice and timing drew from (``recworld_ceiling`` needs them); times are fractions of the span.
+    log_popularity: np.ndarray     # (I,) -popularity_exponent * log(1 + popularity rank)
+    release: np.ndarray            # (I,) release time, 0 for the catalogue
+    arrival: np.ndarray            # (U,) start of the user's active window
+    window_end: np.ndarray         # (U,) its end (arrival + lifetime, cut at the span's end)
 
     @property
     def user_ids(self) -> pa.Array:
@@ -236,7 +247,7 @@ def generate(p: WorldParams) -> World:
     log.info("RecWorld: %d users, %d items, %d interactions (mean rating %.2f)",
              p.users, p.items, len(user), rating.mean() if len(rating) else float("nan"))
     return World(p, bias, affinity, quality, attrs, titles, descriptions,
-                 user, item, timestamp, expected, rating, review, summary)
+                 user, item, timestamp, expected, rating, review, summary, log_pop, release, arrival, end)
 
 
 def _reviews(p: WorldParams, user, item, rating, attrs, affinity, tastes, rng) -> tuple[pa.Array, pa.Array]:
@@ -269,6 +280,7 @@ def params_from_config(cfg) -> WorldParams:
 
 def synth(cfg) -> int:
     """`reczero data synth`: generate the world; write the raw dump and/or the prepared dataset."""
+    from reczero.data.recworld_ceiling import split_ceilings
     from reczero.data.recworld_raw import export_raw
     from reczero.data.samples import write_prepared
     from reczero.data.schema import read_manifest, write_manifest
@@ -297,8 +309,17 @@ def synth(cfg) -> int:
                    source="recworld", rejects=None, inputs=[], extra={"world": {**params.to_dict(), **stats}})
     manifest = read_manifest(out)
     manifest["bayes"] = split_floors(out, world)
+    if manifest["splits"]["train"]:               # the ceiling ranks over the items known at training time
+        manifest["ranking_ceiling"] = split_ceilings(out, world)
+    else:
+        log.warning("no train targets: no ranking ceiling (its catalogue is the items of the train split)")
     write_manifest(out, manifest)
     for split, f in manifest["bayes"].items():
         if f["n"]:
             log.info("Bayes floor on %s: MAE %.4f, RMSE %.4f (%d targets)", split, f["mae"], f["rmse"], f["n"])
+    for split in ("valid", "test"):
+        c = manifest.get("ranking_ceiling", {}).get(split)
+        if c:
+            log.info("Ranking ceiling on %s: NDCG@10 %.4f, Hit@10 %.4f (%d targets, %d unknown at training time)",
+                     split, c["ndcg@10"], c["hit@10"], c["n"], c["n_unknown_targets"])
     return 0
