@@ -47,6 +47,8 @@ COMMANDS: list[Command] = [
             "Supervised fine-tuning on teacher reasoning (TRL SFTTrainer, assistant-only loss).", True),
     Command(("train", "recone"), None, "reczero.train.recone:recone_cli",
             "RecOne: SFT on teacher reasoning, then GRPO from the SFT model (each stage resumable)."),
+    Command(("train", "r2ec"), C.R2ecRecipe, "reczero.train.r2ec:train_r2ec",
+            "R2ec: an LLM that reasons, then ranks every item with its hidden state, trained by RecPO (TRL GRPOTrainer).", True),
     Command(("teacher",), C.TeacherConfig, "reczero.teacher:run_teacher",
             "Cold-start reasoning samples from an OpenAI-compatible endpoint or the heuristic teacher.", True),
     Command(("baseline",), C.BaselineConfig, "reczero.baselines:run_baseline",
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="Debug logging.")
     parser.add_argument("-q", "--quiet", action="store_true", help="Warnings and errors only.")
     subparsers: dict[tuple[str, ...], Any] = {(): parser.add_subparsers(dest="command", metavar="COMMAND")}
-    groups = {"data": "Prepare, synthesise or download datasets.", "train": "Train a model (grpo, sft, recone)."}
+    groups = {"data": "Prepare, synthesise or download datasets.", "train": "Train a model (grpo, sft, recone, r2ec)."}
     for cmd in COMMANDS:
         for depth in range(1, len(cmd.path)):
             prefix = cmd.path[:depth]

@@ -198,7 +198,9 @@ class LoraOptions:
 
 
 @dataclass
-class TrainCommon(PromptOptions, LoraOptions):
+class TrainOptions(LoraOptions):
+    """What every trainer shares (the rating trainers add :class:`PromptOptions`, R2ec its own prompt)."""
+
     data: str = opt("", "Prepared dataset directory.")
     model: str = opt("", "Model to start from: a Hugging Face id (e.g. Qwen/Qwen2.5-7B-Instruct-1M), a local path, or a run directory.")
     out: str = opt("", "Run directory (model/, checkpoints/, log.jsonl, config.yaml).")
@@ -213,8 +215,8 @@ class TrainCommon(PromptOptions, LoraOptions):
     logging_steps: int = opt(1, "Log every N steps to log.jsonl.")
     save_steps: int = opt(50, "Checkpoint every N steps (for --resume).")
     save_total_limit: int = opt(2, "Keep at most this many checkpoints.")
-    eval_steps: int = opt(50, "Validation MAE every N steps (0: off).")
-    eval_samples: int = opt(64, "Validation samples used for the periodic MAE.")
+    eval_steps: int = opt(50, "Validation every N steps (0: off): MAE for the rating trainers, NDCG@10 for R2ec.")
+    eval_samples: int = opt(64, "Validation samples used for the periodic validation.")
     max_completion_length: int = opt(256, "Maximum tokens per completion (GRPO rollouts; validation generation).")
     bf16: bool = opt(False, "Train in bfloat16 (GPU).")
     gradient_checkpointing: bool = opt(False, "Gradient checkpointing (saves GPU memory).")
@@ -230,6 +232,11 @@ class TrainCommon(PromptOptions, LoraOptions):
             require(self, "data", "model", "out")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass
+class TrainCommon(PromptOptions, TrainOptions):
+    """Training options of the rating trainers (GRPO, SFT): the shared ones and the rating prompt."""
 
 
 @dataclass
@@ -275,6 +282,71 @@ class SFTRecipe(TrainCommon):
         super().__post_init__()
         if not self.dry_run:
             require(self, "teacher_data")
+
+
+@dataclass
+class R2ecPromptOptions:
+    """How a split row becomes R2ec's user prompt and an item its item prompt (reczero.r2ec.prompts)."""
+
+    history_window: int = opt(20, "User prompt: the user's most recent N history items, oldest first (the reference: 20; prepare the data with --history >= N).")
+    history_attributes: bool = opt(False, "User prompt: show each history item's attributes in brackets after its title (RecWorld's titles carry none).")
+    history_reviews: bool = opt(False, "User prompt: show each history item's review snippet (RecWorld's tastes live in its reviews).")
+    review_chars: int = opt(160, "User prompt: review snippets are cut to this many characters.")
+    description_words: int = opt(100, "Item prompt: the description is cut to its first N words, in source order.")
+    max_prompt_tokens: int = opt(1024, "User prompt token budget; the oldest history lines are dropped first.")
+
+    def __post_init__(self) -> None:
+        for name in ("history_window", "review_chars", "description_words", "max_prompt_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class R2ecRecipe(R2ecPromptOptions, TrainOptions):
+    """`reczero train r2ec`: R2ec trained by RecPO (TRL GRPOTrainer subclass; reczero.train.r2ec)."""
+
+    learning_rate: float = opt(1e-5, "Peak learning rate (the reference: 1e-5, constant).")
+    lr_scheduler_type: str = opt("constant", "Learning-rate schedule (transformers names; the reference: constant).")
+    lora_dropout: float = opt(0.0, "LoRA dropout (0: the user vector read in the loss equals the one the reward read).")
+    per_device_train_batch_size: int = opt(16, "Rollouts per device and step (users x num_generations; the reference: 4 users x 4).")
+    max_completion_length: int = opt(640, "Maximum reasoning tokens per rollout and at validation; a rollout cut here gets <answer> appended.")
+    eval_steps: int = opt(50, "Validation NDCG@10 (greedy reasoning, full ranking) every N steps and at the end (0: off); the best model is kept.")
+    num_generations: int = opt(4, "G: reasoning rollouts sampled per user (the group of the advantages).")
+    temperature: float = opt(2.0, "Sampling temperature of the rollouts (the reference: 2.0).")
+    top_k: int = opt(50, "Top-k sampling of the rollouts (0: off; the reference: 50).")
+    top_p: float = opt(1.0, "Nucleus sampling of the rollouts.")
+    tau: float = opt(0.02, "τ: scores are cosine(user vector, item vector) / τ.")
+    reward_weight: float = opt(0.05, "w: reward = (1 - w) NDCG@k(rank of the target) + w softmax(scores)[target].")
+    reward_k: int = opt(1000, "k of the reward's NDCG@k.")
+    mask_history: bool = opt(True, "Rewards and validation mask the items of the user's history window, as `reczero eval` does.")
+    epsilon_low: float = opt(0.2, "Token loss: lower clip of the probability ratio (1 - epsilon_low).")
+    epsilon_high: float = opt(0.28, "Token loss: upper clip of the probability ratio (1 + epsilon_high).")
+    token_loss: bool = opt(True, "Train the reasoning tokens by the clipped policy gradient (--no-token-loss: the item loss alone, what the reference effectively trained).")
+    item_loss_top: int = opt(2, "Item loss: the top N rollouts of each group by advantage take part.")
+    reasoning: bool = opt(True, "Reason before recommending (--no-reasoning, the ablation: the user vector is read right after the prompt, <answer> pre-filled, and only the item loss trains).")
+    item_refresh_steps: int = opt(1, "Recompute the item-vector table for the rewards every N optimiser steps (1: always fresh weights).")
+    item_batch_size: int = opt(64, "Item prompts per forward pass when computing the item-vector table.")
+    early_stopping_patience: int = opt(8, "Stop after this many validations without a better NDCG@10 (0: never).")
+    use_vllm: bool = opt(False, "Generate rollouts with vLLM through TRL (GPU only; install the 'gpu' extra).")
+    vllm_mode: str = opt("colocate", "vLLM mode: 'colocate' or 'server'.", choices=["colocate", "server"])
+    vllm_gpu_memory_utilization: float = opt(0.3, "GPU memory share for vLLM in colocate mode.")
+
+    def __post_init__(self) -> None:
+        R2ecPromptOptions.__post_init__(self)
+        TrainOptions.__post_init__(self)
+        if self.num_generations < 2:
+            raise ConfigError("num_generations must be >= 2 (advantages compare the rollouts of one user)")
+        total = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if total % self.num_generations:
+            raise ConfigError(f"per_device_train_batch_size * gradient_accumulation_steps = {total} must be divisible "
+                              f"by num_generations = {self.num_generations} (the batch counts rollouts)")
+        if self.tau <= 0 or not 0 <= self.reward_weight <= 1 or self.reward_k < 1:
+            raise ConfigError(f"need tau > 0, 0 <= reward_weight <= 1 and reward_k >= 1; got tau={self.tau}, "
+                              f"reward_weight={self.reward_weight}, reward_k={self.reward_k}")
+        if self.item_loss_top < 1 or self.item_refresh_steps < 1 or self.item_batch_size < 1:
+            raise ConfigError("item_loss_top, item_refresh_steps and item_batch_size must be >= 1")
+        if not self.reasoning and self.use_vllm:
+            raise ConfigError("--no-reasoning generates nothing: drop --use-vllm")
 
 
 # ----------------------------------------------------------------------------------------------

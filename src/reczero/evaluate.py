@@ -225,7 +225,13 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
 
 
 def evaluate(cfg: EvalConfig) -> int:
-    """Evaluate a model on a split; writes config.yaml, predictions.parquet and metrics.json."""
+    """Evaluate a model on a split; writes config.yaml, predictions.parquet and metrics.json.
+
+    An R2ec run is ranked instead (:func:`reczero.r2ec.evaluate.evaluate_r2ec_run`)."""
+    from reczero.r2ec.evaluate import evaluate_r2ec_run, run_recipe
+
+    if run_recipe(cfg.model) is not None:      # an R2ec run: greedy reasoning, full ranking
+        return evaluate_r2ec_run(cfg)
     import torch
     from tqdm.auto import tqdm
 
