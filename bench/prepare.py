@@ -1,4 +1,5 @@
-"""End-to-end ``reczero data prepare`` throughput and peak memory on Amazon-2018-format dumps.
+"""End-to-end ``reczero data prepare`` throughput and peak memory on Amazon-2018-format dumps,
+and on SASRec-style item-sequence files (``--source sequences``).
 
 Generates a reviews file (JSON lines, as ``<Category>.json``) and its ``meta_`` file of N reviews,
 then runs ``reczero data prepare --source amazon2018`` on it in a fresh process under
@@ -9,6 +10,14 @@ duplicate (user, item) pairs, ~1% reviews of items missing from meta, a few malf
 
     python bench/prepare.py --sizes 100000,300000,1000000 [--dir /tmp/reczero-bench-prepare] [--gzip]
         [--results bench/RESULTS.md] [--baseline-src DIR]
+
+``--source sequences`` generates instead a benchmark file of N interactions in the SASRec / S3-Rec
+format (``user item item ...``, one user per line), shaped like S3-Rec's Amazon Beauty (~9 items a
+user, at least 5, skewed item popularity, no item twice in a line), and prepares it as the
+protocol those files are made for does: ``--split leave-last --history 50`` (SASRec's maximum
+length). Its table goes to the section "Implicit sources: prepare speed".
+
+    python bench/prepare.py --source sequences --sizes 200000,1000000
 
 ``--baseline-src DIR`` (a copy of another version's ``src``, holding ``reczero/``) runs that version
 too, on the same dumps, right before the current one at each size, so the two are measured under the
@@ -36,6 +45,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## prepare"
 MARK, END_MARK = "<!-- prepare:run -->", "<!-- /prepare:run -->"   # the generated part of the section
+SEQUENCES_SECTION = "## Implicit sources: prepare speed"
+SEQUENCES_MARK, SEQUENCES_END = "<!-- prepare-sequences:run -->", "<!-- /prepare-sequences:run -->"
+SEQUENCES_ARGS = ["--split", "leave-last", "--history", "50"]
 SYLLABLES = "ka lo mi nu pe ra si to vu be da fe go hi ju ke la mo ne po qu re sa ti un ve wa xo yo ze".split()
 
 
@@ -90,11 +102,34 @@ def generate(reviews: Path, n: int, seed: int = 0) -> Path:
     return meta
 
 
-def run_prepare(reviews: Path, meta: Path, out: Path, src: Path | None = None) -> dict:
+def generate_sequences(path: Path, n: int, seed: int = 0) -> int:
+    """Write a SASRec-style sequences file of ``n`` interactions; returns its number of users.
+
+    Shaped like S3-Rec's Amazon Beauty (198,502 interactions, 22,363 users, 12,101 items): user
+    lengths 5 + geometric (mean ~9), item popularity Zipf-like, no item twice in a line."""
+    rng = np.random.default_rng(seed)
+    n_items = max(n // 16, 50)
+    drawn = np.minimum(4 + rng.geometric(1 / 5, n // 4 + 10), 200)       # mean ~9: n // 4 are plenty
+    lengths = drawn[:int(np.searchsorted(np.cumsum(drawn), n)) + 1].tolist()
+    lengths[-1] -= sum(lengths) - n                                       # exactly n interactions
+    cdf = np.cumsum(1.0 / (np.arange(n_items) + 10.0) ** 0.9)
+    draws = np.searchsorted(cdf / cdf[-1], rng.random(3 * n)) + 1
+    lines, at = [], 0
+    for user, length in enumerate(lengths, start=1):
+        items = list(dict.fromkeys(draws[at:at + 3 * length].tolist()))[:length]   # distinct, in draw order
+        at += 3 * length
+        lines.append(f"{user} {' '.join(map(str, items))}\n")
+    path.write_text("".join(lines))
+    return len(lengths)
+
+
+def run_prepare(reviews: Path, meta: Path | None, out: Path, src: Path | None = None, source: str = "amazon2018",
+                extra: list[str] | None = None) -> dict:
     """Run the CLI in a fresh process under /usr/bin/time (with ``src`` first on the path if given);
     returns seconds, CPU seconds, peak RSS, the load before and after, and the manifest."""
-    cmd = [sys.executable, "-m", "reczero.cli", "-q", "data", "prepare", "--source", "amazon2018",
-           "--input", str(reviews), "--meta", str(meta), "--out", str(out), "--overwrite"]
+    cmd = [sys.executable, "-m", "reczero.cli", "-q", "data", "prepare", "--source", source,
+           "--input", str(reviews), *(["--meta", str(meta)] if meta is not None else []), *(extra or []),
+           "--out", str(out), "--overwrite"]
     stats = out.with_suffix(".time")
     env = {**os.environ, "TQDM_DISABLE": "1"}
     if src is not None:
@@ -131,21 +166,47 @@ def record(rows: list[dict], results: Path, gz: bool, baseline: Path | None) -> 
                      f"| {1e6 * r['cpu_seconds'] / r['n']:.1f} | {r['peak_rss_mib']:.0f} "
                      f"| {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
     lines += ["", "Targets: >= 50,000 reviews/s at 1M, peak RSS <= 3 GiB, cost per review flat in N.", END_MARK]
-    block = "\n".join(lines)
+    write_section(results, SECTION, MARK, END_MARK, "\n".join(lines))
+
+
+def record_sequences(rows: list[dict], results: Path) -> None:
+    """Write this run's table into the section "Implicit sources: prepare speed" (between its markers)."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [SEQUENCES_MARK,
+             f"`python bench/prepare.py --source sequences --sizes {','.join(str(r['n']) for r in rows)}` — {when}, "
+             f"{platform.machine()}, {os.cpu_count()} cores shared with other jobs, Python "
+             f"{platform.python_version()}. End to end, in a fresh process: `reczero data prepare --source sequences "
+             f"{' '.join(SEQUENCES_ARGS)}` on a generated SASRec-format file shaped like S3-Rec's Amazon Beauty "
+             "(read + checks + dedupe + leave-last split + histories + Parquet). CPU = user + system seconds.", "",
+             "| interactions | users | input MiB | kept | wall s | interactions/s (wall) | CPU s | peak RSS MiB "
+             "| load before/after |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['n']:,} | {r['users']:,} | {r['mib']:.1f} | {r['kept']:,} | {r['seconds']:.1f} "
+                     f"| {r['n'] / r['seconds']:,.0f} | {r['cpu_seconds']:.1f} | {r['peak_rss_mib']:.0f} "
+                     f"| {r['load'][0]:.1f} / {r['load'][1]:.1f} |")
+    lines += ["", "Target (issue 15): a 200k-interaction sequences file prepares in seconds.", SEQUENCES_END]
+    write_section(results, SEQUENCES_SECTION, SEQUENCES_MARK, SEQUENCES_END, "\n".join(lines))
+
+
+def write_section(results: Path, section: str, mark: str, end_mark: str, block: str) -> None:
+    """Put ``block`` between ``mark`` and ``end_mark`` in ``section`` of RESULTS.md (the section's
+    notes and the other sections stay as they are); a missing section is appended."""
     text = results.read_text() if results.exists() else "# Benchmark results\n\nMeasured with the scripts in `bench/`.\n"
-    head, found, rest = text.partition(SECTION)
+    head, found, rest = text.partition(section)
     if not found:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
-    elif MARK in rest.split("\n## ")[0]:
-        before, _, after = rest.partition(MARK)
-        text = head + SECTION + before + block + after.partition(END_MARK)[2]
+        text = text.rstrip("\n") + f"\n\n{section}\n\n{block}\n"
+    elif mark in rest.split("\n## ")[0]:
+        before, _, after = rest.partition(mark)
+        text = head + section + before + block + after.partition(end_mark)[2]
     else:                                          # a section without markers: the run goes first
-        text = head + SECTION + "\n\n" + block + rest
+        text = head + section + "\n\n" + block + rest
     results.write_text(text)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", default="amazon2018", choices=["amazon2018", "sequences"])
     ap.add_argument("--sizes", default="100000,300000,1000000")
     ap.add_argument("--dir", default="/tmp/reczero-bench-prepare")
     ap.add_argument("--gzip", action="store_true", help="Gzip the dumps (as downloaded).")
@@ -155,6 +216,9 @@ def main() -> None:
     baseline = Path(args.baseline_src).resolve() if args.baseline_src else None
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.source == "sequences":
+        bench_sequences([int(s) for s in args.sizes.split(",")], work, args.results)
+        return
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         reviews = work / f"Books_{n}.json{'.gz' if args.gzip else ''}"
@@ -175,6 +239,23 @@ def main() -> None:
                   f"/{r['load'][1]:.1f}, rejected {counts['rejected']}", flush=True)
     if args.results:
         record(rows, Path(args.results), args.gzip, baseline)
+
+
+def bench_sequences(sizes: list[int], work: Path, results: str) -> None:
+    rows = []
+    for n in sizes:
+        path = work / f"sequences_{n}.txt"
+        t = time.perf_counter()
+        users = generate_sequences(path, n)
+        print(f"generated {path} ({users:,} users) in {time.perf_counter() - t:.1f} s", flush=True)
+        r = run_prepare(path, None, work / f"out_sequences_{n}", source="sequences", extra=SEQUENCES_ARGS)
+        counts = r["manifest"]["counts"]
+        rows.append({"n": n, "users": users, "mib": path.stat().st_size / 2**20, "kept": counts["kept"], **r})
+        print(f"sequences {n:>9,} interactions: {r['seconds']:.1f} s, {n / r['seconds']:,.0f} interactions/s, "
+              f"CPU {r['cpu_seconds']:.1f} s, peak RSS {r['peak_rss_mib']:.0f} MiB, rejected {counts['rejected']}",
+              flush=True)
+    if results:
+        record_sequences(rows, Path(results))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ class PromptOptions:
 # Data
 # ----------------------------------------------------------------------------------------------
 
-SOURCES = ("amazon2014", "amazon2018", "amazon2023", "yelp", "movielens", "table")
+# The --source names; each is one typed entry of reczero.data.sources.registry.SOURCES (checked there
+# on import). Only the names live here, so that this module imports without pyarrow.
+SOURCES = ("amazon2014", "amazon2018", "amazon2023", "yelp", "movielens", "table", "sequences", "recbole")
 
 
 @dataclass
@@ -108,12 +110,12 @@ class PrepareConfig(SampleOptions):
     """`reczero data prepare`: a raw dump -> the prepared-dataset layout of DESIGN.md."""
 
     source: str = opt("", "Dump format: " + ", ".join(SOURCES) + ".", choices=list(SOURCES))
-    input: str = opt("", "Reviews/ratings file (plain or .gz); for movielens the dataset folder.")
-    meta: str | None = opt(None, "Item metadata file (Amazon meta, Yelp business.json, or the item table for 'table').")
+    input: str = opt("", "Reviews/ratings file (plain or .gz); for movielens the dataset folder; for sequences a 'user item item ...' file; for recbole NAME.inter or its folder.")
+    meta: str | None = opt(None, "Item metadata file (Amazon meta, Yelp business.json, the item table for 'table'; for recbole NAME.item beside the .inter is the default).")
     out: str = opt("", "Output directory of the prepared dataset.")
-    columns: str | None = opt(None, "For 'table': column mapping 'user=COL,item=COL,rating=COL,time=COL[,review=COL,title=COL,summary=COL]'.")
-    item_columns: str | None = opt(None, "For 'table' with --meta: 'item=COL[,title=COL,attributes=COL,description=COL]'.")
-    scale: str | None = opt(None, "Rating scale 'lo,hi' (required for 'table'; overrides the source's default).")
+    columns: str | None = opt(None, "For 'table': column mapping 'user=COL,item=COL,rating=COL,time=COL[,review=COL,title=COL,summary=COL]'; for 'recbole': fields other than RecBole's defaults user_id, item_id, rating, timestamp (e.g. 'item=business_id,rating=stars,time=date').")
+    item_columns: str | None = opt(None, "For 'table' with --meta, or 'recbole' item files: 'item=COL[,title=COL,attributes=COL,description=COL]'.")
+    scale: str | None = opt(None, "Rating scale 'lo,hi[,step]' (required for 'table'; overrides the source's default or detected scale; refused for data without ratings).")
     overwrite: bool = opt(False, "Replace an existing prepared dataset in --out.")
 
     def __post_init__(self) -> None:

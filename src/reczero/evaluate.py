@@ -242,6 +242,7 @@ def evaluate(cfg: EvalConfig) -> int:
     torch.manual_seed(cfg.seed)
     model_path, out, method = resolve_target(cfg)
     warn_prompt_mismatch(cfg, cfg.model)
+    schema.require_ratings(cfg.data, "eval")
     scale = schema.rating_scale(cfg.data)
     df = schema.load_split(cfg.data, cfg.split, cfg.limit)
     if len(df) == 0:

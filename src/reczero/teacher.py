@@ -183,6 +183,7 @@ def run_teacher(cfg: TeacherConfig) -> int:
 
 async def _run(cfg: TeacherConfig) -> int:
     started = time.monotonic()
+    schema.require_ratings(cfg.data, "teacher")
     scale = schema.rating_scale(cfg.data)
     samples = choose_samples(cfg.data, cfg.split, cfg.n, cfg.seed)
     requested = {s["sample_id"] for s in samples}

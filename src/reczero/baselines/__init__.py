@@ -81,7 +81,7 @@ def run_baseline(cfg: BaselineConfig) -> int:
     bad = [s for s in splits if s not in schema.SPLITS]
     if not splits or bad:
         raise ConfigError(f"splits: expected a comma-separated subset of {', '.join(schema.SPLITS)}, got {cfg.splits!r}")
-    manifest = schema.read_manifest(cfg.data)
+    manifest = schema.require_ratings(cfg.data, f"baseline --method {cfg.method}")
     scale = schema.rating_scale(manifest)
     cls = BASELINES[cfg.method]
     hparams = {k: getattr(cfg, k) for k in CLI_HPARAMS if getattr(cfg, k) is not None and k in cls.HPARAMS}

@@ -122,7 +122,7 @@ def build_histories(con, opts: SampleOptions, interactions: pa.Table | Path) -> 
     user = _earlier(_codes(kept.column("user_id")), ts, rid, rating, opts.history)
     item = _earlier(_codes(kept.column("item_id")), ts, rid, rating, opts.item_history)
     ev = pa.table({"_rid": rid, "user_id": kept.column("user_id"), "item_id": kept.column("item_id"),
-                   "rating": rating, "timestamp": ts,
+                   "rating": kept.column("rating"), "timestamp": ts,     # the Arrow column: null stays null
                    "user_n": user.n, "user_avg": user.avg, "item_n": item.n, "item_avg": item.avg,
                    "u_start": user.start, "u_len": user.length, "i_start": item.start, "i_len": item.length})
     con.register("ev_arrow", ev)
@@ -147,8 +147,9 @@ def build_histories(con, opts: SampleOptions, interactions: pa.Table | Path) -> 
 @dataclass
 class Earlier:
     """Per kept row (in ``ev`` order): ``n`` earlier interactions of its user (or item), their mean
-    rating ``avg`` (null when none), and its history window ``[start, start + length)`` in the
-    group order; ``at[p]`` is the ``_rid`` at position ``p`` of that order."""
+    rating ``avg`` (null when none, or when they have no ratings: implicit data), and its history
+    window ``[start, start + length)`` in the group order; ``at[p]`` is the ``_rid`` at position
+    ``p`` of that order."""
 
     n: np.ndarray
     avg: pa.Array
@@ -185,7 +186,8 @@ def _earlier(group: np.ndarray, ts: np.ndarray, rid: np.ndarray, rating: np.ndar
     length = np.minimum(n, window)
     back = np.empty_like(order)
     back[order] = pos                         # row -> its position in the order
-    return Earlier(n=n[back], avg=pa.array(mean[back], mask=(n == 0)[back]), start=(tie_start - length)[back],
+    # null where there is nothing to average: no earlier row (0/0), or null ratings (NaN, implicit data)
+    return Earlier(n=n[back], avg=pa.array(mean[back], mask=np.isnan(mean)[back]), start=(tie_start - length)[back],
                    length=length[back], at=rid[order])
 
 

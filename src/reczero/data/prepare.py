@@ -2,8 +2,9 @@
 
 What this command chose, and why:
 
-* **Sources are modules** ``reczero.data.sources.<name>`` with the contract of
-  ``data/sources/__init__.py``, imported by name, so a new dump format is one new module.
+* **Sources are registered** in :data:`reczero.data.sources.registry.SOURCES`: one typed
+  :class:`~reczero.data.sources.registry.Source` per format (its readers and defaults), so a new
+  dump format is one reader module plus one entry there, and this module asks the entry only.
 * **Held in memory up to a budget, streamed beyond it.** The reader's Arrow batches (never Python
   records) are kept while they total at most ``IN_MEMORY_BYTES`` (1 GiB: a 1M-review dump is
   ~0.6 GiB) and handed to :func:`reczero.data.samples.write_prepared`, which frees them once the
@@ -20,14 +21,16 @@ What this command chose, and why:
   for the file, or zero records raise :class:`DataError` naming the file (the CLI prints one line,
   exit 2). An existing dataset is replaced only with ``--overwrite``, and only our own files are
   removed from ``OUT``.
-* **Rating scale**: ``--scale lo,hi[,step]`` if given, else the source's ``DEFAULT_SCALE``, else
-  the source's ``detect_scale(input)`` (MovieLens: 1-5 for 100k/1m, 0.5-5 step 0.5 for ml-latest).
+* **Rating scale**: none for an input without ratings (the source's ``has_ratings`` is False:
+  ``sequences``, ``recbole`` without a rating field): the dataset is then implicit, and ``--scale``
+  is refused rather than ignored. Otherwise ``--scale lo,hi[,step]`` if given, else the source's
+  ``default_scale``, else its ``detect_scale`` (MovieLens: 1-5 for 100k/1m, 0.5-5 step 0.5 for
+  ml-latest; RecBole: read from the values).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import shutil
 import sys
@@ -36,7 +39,6 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +48,7 @@ from reczero.data import schema as S
 from reczero.data.histories import write_parquet
 from reczero.data.samples import write_prepared
 from reczero.data.sources import RejectLog
+from reczero.data.sources.registry import Source, get_source
 from reczero.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -59,36 +62,39 @@ OWN_FILES = (S.MANIFEST, S.ITEMS, S.INTERACTIONS, S.REJECTS, "config.yaml", *(f"
 def prepare(cfg: PrepareConfig) -> int:
     """The CLI target: read ``cfg.input`` (and ``cfg.meta``) with ``cfg.source``, write ``cfg.out``."""
     started = time.perf_counter()
-    module = source_module(cfg.source)
+    source = get_source(cfg.source)
     inp = Path(cfg.input)
     if not inp.exists():
-        raise DataError(f"{inp}: input not found (--input; expected a {cfg.source} "
-                        f"{'folder' if cfg.source == 'movielens' else 'file'})")
+        raise DataError(f"{inp}: input not found (--input; expected {source.expected})")
+    if cfg.meta and source.read_items is None:
+        raise DataError(f"--meta {cfg.meta}: source {source.name!r} reads no item metadata (items are their ids)")
     for path in [inp, *([Path(cfg.meta)] if cfg.meta else [])]:
         if path.is_file() and path.stat().st_size == 0:
-            raise DataError(f"{path}: is empty; expected {getattr(module, 'EXPECTED', 'a ' + cfg.source + ' file')}")
-    scale = rating_scale(cfg, module, inp)
-    options = source_options(cfg, scale)
-    meta = Path(cfg.meta) if cfg.meta else getattr(module, "default_meta", lambda _, **__: None)(inp, **options)
+            raise DataError(f"{path}: is empty; expected {source.expected}")
+    options: dict[str, Any] = {"columns": cfg.columns, "item_columns": cfg.item_columns}
+    scale = options["scale"] = rating_scale(cfg, source, inp, options)
+    meta = Path(cfg.meta) if cfg.meta else source.default_meta(inp, **options)
     if meta is not None and not meta.exists():
         raise DataError(f"{meta}: item metadata file not found (--meta)")
     out = Path(cfg.out)
     clear_output(out, cfg.overwrite)
     spill = out / SPILL
     spill.mkdir(parents=True, exist_ok=True)
-    files = list(getattr(module, "input_files", lambda p: [p])(inp)) + ([meta] if cfg.meta else [])
+    files = list(source.input_files(inp))
+    if meta is not None and meta.is_file() and meta not in files:
+        files.append(meta)
     rejects = RejectLog(out / S.REJECTS)
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             digests = pool.submit(lambda: [fingerprint(f) for f in files])
-            interactions, n = collect(module.read_interactions(inp, rejects, **options), spill / S.INTERACTIONS,
+            interactions, n = collect(source.read_interactions(inp, rejects, **options), spill / S.INTERACTIONS,
                                       S.INTERACTIONS_SCHEMA, f"{cfg.source} interactions")
             if n == 0:
-                raise DataError(f"{inp}: no {cfg.source} records could be read; expected "
-                                f"{getattr(module, 'EXPECTED', 'a ' + cfg.source + ' dump')} (see {out / S.REJECTS})")
+                raise DataError(f"{inp}: no {cfg.source} records could be read; expected {source.expected} "
+                                f"(see {out / S.REJECTS})")
             items = None
-            if meta is not None:
-                items, _ = collect(module.read_items(meta, rejects, **options), spill / S.ITEMS, S.ITEMS_SCHEMA,
+            if meta is not None and source.read_items is not None:
+                items, _ = collect(source.read_items(meta, rejects, **options), spill / S.ITEMS, S.ITEMS_SCHEMA,
                                    f"{cfg.source} items")
             inputs = digests.result()
         for record in inputs:
@@ -102,16 +108,13 @@ def prepare(cfg: PrepareConfig) -> int:
     return 0
 
 
-def source_module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"reczero.data.sources.{name}")
-    except ModuleNotFoundError as err:
-        if err.name == f"reczero.data.sources.{name}":
-            raise DataError(f"source {name!r} has no reader (reczero.data.sources.{name})") from None
-        raise
-
-
-def rating_scale(cfg: PrepareConfig, module: ModuleType, inp: Path) -> S.RatingScale:
+def rating_scale(cfg: PrepareConfig, source: Source, inp: Path, options: dict[str, Any]) -> S.RatingScale | None:
+    """The dataset's rating scale, or None when the input has no ratings (an implicit dataset)."""
+    if not source.has_ratings(inp, **options):
+        if cfg.scale:
+            raise DataError(f"--scale {cfg.scale}: {inp} has no ratings (source {source.name!r}: an implicit, "
+                            "next-item dataset); leave --scale out")
+        return None
     if cfg.scale:
         try:
             parts = [float(x) for x in cfg.scale.split(",")]
@@ -120,20 +123,11 @@ def rating_scale(cfg: PrepareConfig, module: ModuleType, inp: Path) -> S.RatingS
         if len(parts) not in (2, 3) or parts[0] >= parts[1] or (len(parts) == 3 and parts[2] <= 0):
             raise DataError(f"--scale {cfg.scale!r}: expected 'lo,hi' or 'lo,hi,step' with lo < hi, e.g. '1,5' or '0.5,5,0.5'")
         return S.RatingScale(*parts)
-    if module.DEFAULT_SCALE is not None:
-        return module.DEFAULT_SCALE
-    detect = getattr(module, "detect_scale", None)
-    if detect is None:
+    if source.default_scale is not None:
+        return source.default_scale
+    if source.detect_scale is None:
         raise DataError(f"source {cfg.source!r} needs --scale lo,hi (the rating scale of your data)")
-    return detect(inp)
-
-
-def source_options(cfg: PrepareConfig, scale: S.RatingScale) -> dict[str, Any]:
-    """Keyword options for the reader: the scale, and for 'table' the column mappings."""
-    options: dict[str, Any] = {"scale": scale}
-    if cfg.source == "table":
-        options.update(columns=cfg.columns, item_columns=cfg.item_columns)
-    return options
+    return source.detect_scale(inp, **options)
 
 
 def clear_output(out: Path, overwrite: bool) -> None:
@@ -193,7 +187,8 @@ def summary(manifest: dict[str, Any], out: Path, seconds: float) -> str:
     rejected = ", ".join(f"{k} {v:,}" for k, v in sorted(counts["rejected"].items(), key=lambda kv: -kv[1])) or "none"
     splits = ", ".join(f"{k} {v:,}" for k, v in manifest["splits"].items())
     rate = counts["read"] / seconds if seconds > 0 else 0.0
-    lines = [f"prepared {out}: {counts['read']:,} read, {counts['kept']:,} kept, rejected: {rejected}",
+    kind = " (implicit: no ratings)" if manifest.get("implicit") else ""
+    lines = [f"prepared {out}{kind}: {counts['read']:,} read, {counts['kept']:,} kept, rejected: {rejected}",
              f"  users {manifest['n_users']:,}, items {manifest['n_items']:,}; samples: {splits}",
              f"  {seconds:.1f} s ({rate:,.0f} records/s)"]
     if manifest["truncated"]:

@@ -30,6 +30,11 @@ This is the one place that builds prepared datasets: ``data prepare`` (real dump
   ``min_history`` and ``max_samples`` choose targets only (the interactions stay in
   ``interactions.parquet`` and in histories); caps are drawn with ``numpy`` under ``seed``.
 * History review snippets are the review text (else the summary) cut to ``snippet_chars``.
+* **Implicit data** (``scale=None``: a source without ratings, e.g. ``sequences``): the same
+  pipeline with ``rating`` null throughout — it is then not checked (no ``missing_field`` or
+  ``bad_rating`` for it), the averages are null, and the manifest says ``"implicit": true`` with
+  ``"rating_scale": null``. An implicit input that carries a rating is refused (a reader bug, not
+  data to guess about). Explicit datasets say ``"implicit": false``.
 """
 
 from __future__ import annotations
@@ -72,13 +77,13 @@ REJECT_DETAIL = {
     "missing_field": "user, item, rating or timestamp is missing",
     "bad_rating": "rating outside the rating scale",
     "unknown_item": "item id not in the item metadata",
-    "duplicate": "(user, item) already rated earlier; the earliest is kept",
+    "duplicate": "(user, item) already seen earlier; the earliest is kept",
     "filtered": "removed by the k-core filter",
 }
 
 
 def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None,
-                   opts: SampleOptions, *, scale: S.RatingScale, source: str, rejects: RejectLog | None,
+                   opts: SampleOptions, *, scale: S.RatingScale | None, source: str, rejects: RejectLog | None,
                    inputs: list[dict], extra: dict | None = None) -> dict:
     """Write items, interactions, train/valid/test samples, rejects and the manifest into ``out_dir``.
 
@@ -88,7 +93,8 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
     held here alone, so their memory is freed as soon as they are no longer needed. ``rejects``
     already holds what the reader rejected (None: a new log is opened on
     ``out_dir/rejects.jsonl``); it is closed on return. ``inputs`` describe the raw
-    files (path, bytes, sha256, truncated). ``extra`` is merged into the manifest. Returns the manifest.
+    files (path, bytes, sha256, truncated). ``extra`` is merged into the manifest. ``scale`` None
+    makes an implicit dataset (every ``rating`` must then be null). Returns the manifest.
     """
     started = time.perf_counter()
     out = Path(out_dir)
@@ -109,6 +115,9 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
             if rejects.read[stream] and rejects.read[stream] != n:
                 log.warning("%s: the reader counted %d records read but %d are accounted for (kept + rejected)",
                             stream, rejects.read[stream], n)
+        if scale is None and (rated := scalar(con, "SELECT count(rating) FROM raw")):
+            raise DataError(f"{file}: {rated:,} interactions carry a rating, but the dataset is prepared as implicit "
+                            f"(source {source!r} has no ratings)")
         has_meta = _prepare_items(con, n_item_rows, rejects, file)
         _flag_interactions(con, scale, has_meta, opts)
         _list_rejects(con, "st", "interactions", rejects, file)
@@ -144,7 +153,8 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
         "reczero_version": __version__,
         "inputs": inputs,
         "options": to_dict(opts),
-        "rating_scale": scale.to_dict(),
+        "implicit": scale is None,
+        "rating_scale": scale.to_dict() if scale is not None else None,
         "counts": {"read": read, "kept": kept, "rejected": dict(rejects.rejected["interactions"])},
         "items_counts": {"read": items_read, "kept": n_items if has_meta else 0,
                          "rejected": dict(rejects.rejected["items"])},
@@ -294,17 +304,21 @@ def _prepare_items(con, n_item_rows: int, rejects: RejectLog, file: str) -> bool
     return scalar(con, "SELECT count(*) FROM cat") > 0
 
 
-def _flag_interactions(con, scale: S.RatingScale, has_meta: bool, opts: SampleOptions) -> None:
-    """Table ``st`` (_rid, user_id, item_id, rating, timestamp, reason): reason NULL means kept."""
+def _flag_interactions(con, scale: S.RatingScale | None, has_meta: bool, opts: SampleOptions) -> None:
+    """Table ``st`` (_rid, user_id, item_id, rating, timestamp, reason): reason NULL means kept.
+    Without a ``scale`` (implicit data) the rating is not checked."""
     unknown = "WHEN c.item_id IS NULL THEN 'unknown_item'" if has_meta else ""
+    missing_rating = "OR r.rating IS NULL" if scale is not None else ""
+    bad_rating = (f"WHEN isnan(r.rating) OR r.rating < {scale.lo} OR r.rating > {scale.hi} THEN 'bad_rating'"
+                  if scale is not None else "")
     join = "LEFT JOIN (SELECT item_id FROM cat) c ON r.item_id = c.item_id" if has_meta else ""
     con.execute(f"""
         CREATE TABLE st AS
         WITH f AS (
           SELECT r._rid, r.user_id, r.item_id, r.rating, r.timestamp,
             CASE WHEN r.user_id IS NULL OR r.user_id = '' OR r.item_id IS NULL OR r.item_id = ''
-                      OR r.rating IS NULL OR r.timestamp IS NULL THEN 'missing_field'
-                 WHEN isnan(r.rating) OR r.rating < {scale.lo} OR r.rating > {scale.hi} THEN 'bad_rating'
+                      {missing_rating} OR r.timestamp IS NULL THEN 'missing_field'
+                 {bad_rating}
                  {unknown} END AS reason
           FROM raw r {join})
         SELECT _rid, user_id, item_id, rating, timestamp,

@@ -7,6 +7,12 @@ interchangeable. Times are Unix **seconds** (int64) whatever the source used.
 Split files carry one row per target interaction and are self-contained for prompting: the
 target item's text is denormalised into them, and the user/item histories and averages are
 computed only from interactions strictly before the target's timestamp (no leakage).
+
+**Implicit datasets** (sources without ratings: ``sequences``, ``recbole`` without a rating column)
+use the same files with ``rating``, ``user_avg`` and ``item_avg`` null; their manifest says
+``"implicit": true`` and ``"rating_scale": null``. Ranking reads them like any other; a command that
+predicts ratings calls :func:`require_ratings` first, so that it refuses them with one clear error
+instead of failing on a null deep inside (one check, in one place, named after the command).
 """
 
 from __future__ import annotations
@@ -128,8 +134,31 @@ def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def is_implicit(manifest: dict[str, Any]) -> bool:
+    """Whether a prepared dataset has no ratings (a next-item dataset); manifests without the key
+    (written before implicit sources existed) are explicit."""
+    return bool(manifest.get("implicit", False))
+
+
+def require_ratings(data_dir: str | Path, command: str) -> dict[str, Any]:
+    """The manifest of ``data_dir``, or :class:`DataError` if it is an implicit dataset.
+
+    Called by every command that predicts ratings (``command`` is how the user typed it, e.g.
+    ``"eval"`` or ``"baseline --method mf"``) before it reads any data.
+    """
+    manifest = read_manifest(data_dir)
+    if is_implicit(manifest):
+        raise DataError(f"{data_dir} is an implicit (next-item) dataset without ratings (source "
+                        f"{manifest.get('source', '?')}); `reczero {command}` predicts ratings — use a ranking "
+                        "method instead (e.g. `reczero baseline --method popularity` or `--method sasrec`)")
+    return manifest
+
+
 def rating_scale(data_dir_or_manifest: str | Path | dict[str, Any]) -> RatingScale:
     manifest = data_dir_or_manifest if isinstance(data_dir_or_manifest, dict) else read_manifest(data_dir_or_manifest)
+    if manifest.get("rating_scale") is None:
+        where = "" if isinstance(data_dir_or_manifest, dict) else f"{data_dir_or_manifest}: "
+        raise DataError(f"{where}an implicit dataset without ratings has no rating scale")
     return RatingScale.from_dict(manifest["rating_scale"])
 
 

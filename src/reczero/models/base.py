@@ -110,6 +110,7 @@ def build_base(cfg: Any) -> int:
     require(cfg, "data", "out")
     if cfg.batch_size < 1 or cfg.seq_len < 16 or cfg.pretrain_epochs < 0 or cfg.warmup_steps < 0:
         raise ConfigError("batch_size >= 1, seq_len >= 16, pretrain_epochs >= 0 and warmup_steps >= 0 are required")
+    schema.require_ratings(cfg.data, "base")   # the format warm-up's answers are ratings
     started = time.perf_counter()
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reczero.config import PromptOptions, TrainCommon, save_config
+from reczero.config import GRPORecipe, PromptOptions, SFTRecipe, TrainCommon, save_config
 from reczero.data import schema
 from reczero.errors import ReczeroError
 
 log = logging.getLogger(__name__)
+
+RATING_TRAINERS = {GRPORecipe: "train grpo", SFTRecipe: "train sft"}   # they train rating predictors
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ def print_plan(stage: str, plan: dict[str, Any], dry_run: bool = False) -> None:
 
 
 def prepare_run(recipe: TrainCommon) -> tuple[RunPaths, Path | None]:
-    """Check the run directory against --resume, write config.yaml; return (paths, checkpoint to resume)."""
+    """Check the data (a rating trainer refuses an implicit dataset) and the run directory against
+    --resume, write config.yaml; return (paths, checkpoint to resume)."""
+    if (command := RATING_TRAINERS.get(type(recipe))) is not None:
+        schema.require_ratings(recipe.data, command)
     paths = RunPaths(Path(recipe.out))
     ckpt = last_checkpoint(paths)
     if paths.is_done() and not recipe.resume:

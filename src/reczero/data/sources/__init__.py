@@ -1,17 +1,20 @@
 """Raw-dump readers, one module per format, all with the same small contract.
 
-A source module exposes::
+Each format is one module with two readers, and one :class:`~reczero.data.sources.registry.Source`
+entry in :data:`reczero.data.sources.registry.SOURCES` that names them together with the format's
+defaults (rating scale, item file, input files; see ``registry.py``)::
 
-    NAME: str                          # "amazon2018"
-    DEFAULT_SCALE: RatingScale | None  # None: must be given (table) or detected (movielens)
     def read_interactions(path: Path, rejects: RejectLog, **options) -> Iterator[pa.RecordBatch]
     def read_items(path: Path, rejects: RejectLog, **options) -> Iterator[pa.RecordBatch]
 
 Batches follow ``schema.INTERACTIONS_SCHEMA`` / ``schema.ITEMS_SCHEMA`` (times already in Unix
 seconds). Readers stream: they never hold a whole dump as Python objects, only one batch.
 Every record read is counted exactly once: either it ends up in a yielded batch or it is passed to
-``rejects.reject(...)`` with a reason. Options the JSON-lines readers (Amazon, Yelp) understand:
-``scale`` (a RatingScale; ratings off it or off its step are rejected as ``bad_rating``, since only
+``rejects.reject(...)`` with a reason (``n=k`` when one listed line stands for ``k`` records, e.g.
+a sequences line of ``k`` items). A reader of an implicit source yields null ratings. Options
+every reader is given: ``scale`` (None for implicit data), ``columns`` and ``item_columns`` (the
+mappings of ``--columns`` / ``--item-columns``; used by ``table`` and ``recbole``). Options the
+JSON-lines readers (Amazon, Yelp) understand: ``scale`` (a RatingScale; ratings off it or off its step are rejected as ``bad_rating``, since only
 the reader knows the line) and ``line_numbers=True`` (a trailing int64 ``line`` column: the source
 line of each row, for stages that drop rows later, e.g. duplicates). Unknown options are ignored.
 A file whose first 1,000 records are all rejected, or that has no record kept, raises DataError.
@@ -81,12 +84,15 @@ class RejectLog:
         self.read[stream] += n
 
     def reject(self, stream: str, file: str | Path, line: int | None, reason: str, detail: str = "",
-               record: Any = None) -> None:
+               record: Any = None, n: int = 1) -> None:
         """List one record as rejected. ``reason`` is a short stable key (it is counted by);
-        ``detail`` says what exactly was wrong; ``record`` is the offending raw text or fields."""
-        self.rejected.setdefault(stream, Counter())[reason] += 1
+        ``detail`` says what exactly was wrong; ``record`` is the offending raw text or fields.
+        ``n``: the number of records this one entry stands for (counted ``n`` times, listed once)."""
+        self.rejected.setdefault(stream, Counter())[reason] += n
         if self._fh is not None:
             entry = {"stream": stream, "file": str(file), "line": line, "reason": reason}
+            if n != 1:
+                entry["records"] = n
             if detail:
                 entry["detail"] = detail
             if record is not None:
@@ -213,16 +219,18 @@ def line_blocks(path: Path, rejects: RejectLog | None, stream: str) -> Iterator[
         yield b"".join(partial)
 
 
-def iter_line_bytes(path: Path, rejects: RejectLog, stream: str) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line_number, raw_bytes)`` for each non-blank line (1-based, ``\\n`` removed)."""
+def iter_line_bytes(path: Path, rejects: RejectLog, stream: str, blank: bool = False) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_bytes)`` for each non-blank line (1-based, ``\\n`` removed);
+    with ``blank=True`` blank lines too (for formats where a blank line is a damaged record)."""
     lineno = 0
     for block in line_blocks(path, rejects, stream):
-        for line in block.split(b"\n"):
-            lineno += 1
-            if line and not line.isspace():
-                yield lineno, line
+        lines = block.split(b"\n")
         if block.endswith(b"\n"):
-            lineno -= 1              # split() left an empty piece after the final newline
+            lines.pop()              # split() leaves an empty piece after the final newline
+        for line in lines:
+            lineno += 1
+            if blank or (line and not line.isspace()):
+                yield lineno, line
 
 
 def open_lines(path: Path, rejects: RejectLog, stream: str, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
