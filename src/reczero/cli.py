@@ -55,6 +55,8 @@ COMMANDS: list[Command] = [
             "Classic baselines (constants, averages, biased MF, SVD++) written like model runs.", True),
     Command(("eval",), C.EvalConfig, "reczero.evaluate:evaluate",
             "Evaluate a model: batched generation, rating parsing with fallback, MAE/RMSE.", True),
+    Command(("serve",), C.ServeConfig, "reczero.serve:serve",
+            "Serve runs over HTTP: /v1/predict, /v1/recommend, OpenAI-compatible /v1/chat/completions, /metrics.", True),
     Command(("report",), None, "reczero.report:report_cli",
             "One HTML/Markdown report (tables and plots) from run directories."),
     Command(("demo",), C.DemoConfig, "reczero.demo:demo",

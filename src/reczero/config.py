@@ -437,6 +437,39 @@ class EvalConfig(PromptOptions):
 
 
 @dataclass
+class ServeConfig:
+    """`reczero serve`: rating and ranking runs behind one HTTP API (predict, recommend, OpenAI chat)."""
+
+    runs: list[str] = opt([], "Run directories to serve; NAME=RUN names the model (default: the run directory's name).", positional=True)
+    host: str = opt("127.0.0.1", "Interface to listen on (0.0.0.0 exposes the server to the network: set --api-key-env).")
+    port: int = opt(8000, "TCP port to listen on.")
+    api_key_env: str | None = opt(None, "Environment variable holding the bearer key every /v1 route then requires (401 without it); /healthz, /readyz and /metrics stay open.")
+    max_batch_size: int = opt(32, "Most requests one generate (or ranker) call serves at once.")
+    max_wait_ms: float = opt(10.0, "Longest a request waits for others to join its batch, in milliseconds.")
+    batching: bool = opt(True, "Micro-batch concurrent requests into one model call; --no-batching serves one request per call (for comparison in bench/serve.py).")
+    max_new_tokens: int = opt(256, "Generated tokens per answer (/v1/predict), and the cap on a chat request's max_tokens.")
+    max_body_bytes: int = opt(1_000_000, "Largest request body accepted (413 above it).")
+    max_history: int = opt(200, "Most history entries a request may send (422 above it).")
+    max_k: int = opt(100, "Largest k a /v1/recommend request may ask for (422 above it).")
+    index: str = opt("exact", "Top-k search over item vectors: 'exact' (a matrix product) or 'faiss' (an HNSW index, approximate; needs the 'faiss' extra) for large catalogues.", choices=["exact", "faiss"])
+    threads: int = opt(0, "CPU threads for torch (0: one for models under 50M parameters on CPU; torch's default otherwise).")
+    seed: int = opt(0, "Random seed of sampled chat completions (temperature > 0).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.runs, str):      # `runs: one/run` in a YAML recipe
+            self.runs = [self.runs]
+        if not self.runs:
+            raise ConfigError("give at least one run directory to serve: reczero serve RUN [RUN ...]")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        for name in ("max_batch_size", "max_new_tokens", "max_body_bytes", "max_history", "max_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
+
+@dataclass
 class DemoConfig:
     """`reczero demo`: the whole pipeline on the embedded default."""
 
@@ -627,6 +660,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: typing.Itera
         help_text = f.metadata.get("help", "")
         if default not in ("", None):
             help_text += f" (default: {default})"
+        if f.metadata.get("positional"):      # a list of operands, e.g. `reczero serve RUN [RUN ...]`
+            parser.add_argument(f.name, nargs="*", default=argparse.SUPPRESS, metavar=f.name.rstrip("s").upper(),
+                                help=f.metadata.get("help", ""))
+            continue
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
