@@ -392,25 +392,39 @@ class TeacherConfig(PromptOptions):
 
 
 BASELINES = ("global", "median", "user", "item", "avg-blend", "bias", "mf", "svdpp")
+RANKING_BASELINES = ("popularity", "sasrec", "itemknn")
 
 
 @dataclass
 class BaselineConfig:
     """`reczero baseline`: a classic predictor, written like a model run."""
 
-    method: str = opt("", "Baseline: " + ", ".join(BASELINES) + ".", choices=list(BASELINES))
+    method: str = opt("", "Baseline: rating methods " + ", ".join(BASELINES) + "; ranking (next-item) methods "
+                      + ", ".join(RANKING_BASELINES) + ".", choices=list(BASELINES + RANKING_BASELINES))
     data: str = opt("", "Prepared dataset directory.")
-    out: str = opt("", "Run directory (eval/<split>/predictions.parquet and metrics.json).")
+    out: str = opt("", "Run directory (eval/<split>/predictions.parquet or, for ranking methods, rankings.parquet; and metrics.json).")
     splits: str = opt("valid,test", "Splits to predict and score.")
     factors: int | None = opt(None, "Latent factors (mf, svdpp); default: the method's tuned value.")
-    epochs: int | None = opt(None, "Maximum epochs (mf, svdpp) or sweeps (bias); mf/svdpp stop early on the validation split. Default: the method's tuned value.")
-    lr: float | None = opt(None, "Initial learning rate (mf, svdpp); default: the method's tuned value.")
+    epochs: int | None = opt(None, "Maximum epochs (mf, svdpp, sasrec) or sweeps (bias); mf/svdpp/sasrec stop early on the validation split. Default: the method's tuned value.")
+    lr: float | None = opt(None, "Initial learning rate (mf, svdpp, sasrec); default: the method's tuned value.")
     reg: float | None = opt(None, "L2 regularisation (mf, svdpp: per factor; bias: shrinkage count); default: the method's tuned value.")
-    patience: int = opt(3, "Early stopping patience in epochs (mf, svdpp).")
+    patience: int | None = opt(None, "Early stopping patience in epochs (mf, svdpp: 3; sasrec: 10, on valid NDCG@10); default: the method's value.")
+    mask_history: bool = opt(True, "Ranking: the user's history items are not recommended (--no-mask-history for repeat-consumption data).")
+    top_k: int = opt(20, "Ranking: items kept per sample in rankings.parquet's top_items (metrics use the full ranking).")
+    hidden: int | None = opt(None, "sasrec: hidden size of item and position embeddings (default 64).")
+    blocks: int | None = opt(None, "sasrec: self-attention blocks (default 2).")
+    heads: int | None = opt(None, "sasrec: attention heads per block (default 2).")
+    dropout: float | None = opt(None, "sasrec: dropout rate (default 0.5).")
+    max_len: int | None = opt(None, "sasrec: longest item sequence the model reads (default 50); scoring reads the row's history window (prepare with --history >= this to use all of it).")
+    batch_size: int | None = opt(None, "sasrec: training sequences per batch (default 128); mf/svdpp: ratings per batch.")
+    neighbors: int | None = opt(None, "itemknn: most similar items kept per item (default 100).")
+    shrink: float | None = opt(None, "itemknn: shrinkage added to the cosine's denominator (default 10).")
     seed: int = opt(0, "Random seed.")
 
     def __post_init__(self) -> None:
         require(self, "method", "data", "out")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
 
 
 @dataclass

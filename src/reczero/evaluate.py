@@ -227,7 +227,13 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
 def evaluate(cfg: EvalConfig) -> int:
     """Evaluate a model on a split; writes config.yaml, predictions.parquet and metrics.json.
 
-    An R2ec run is ranked instead (:func:`reczero.r2ec.evaluate.evaluate_r2ec_run`)."""
+    A ranking baseline run (its config.yaml names popularity, sasrec or itemknn) is ranked again
+    from its saved model instead, into rankings.parquet and metrics.json; so is an R2ec run
+    (:func:`reczero.r2ec.evaluate.evaluate_r2ec_run`)."""
+    from reczero.baselines import evaluate_ranking_run, ranking_method
+
+    if ranking_method(cfg.model) is not None:
+        return evaluate_ranking_run(cfg)
     from reczero.r2ec.evaluate import evaluate_r2ec_run, run_recipe
 
     if run_recipe(cfg.model) is not None:      # an R2ec run: greedy reasoning, full ranking

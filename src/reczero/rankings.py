@@ -86,10 +86,12 @@ class ItemCatalog:
     @classmethod
     def from_rows(cls, rows) -> ItemCatalog:
         """The catalog of a train split read by :func:`load_ranking_rows`: targets and history items."""
-        items = list(rows["item_id"])
-        for history in rows["history"]:
-            items.extend(history)
-        return cls(items)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values, _ = list_values(rows["history"])
+        items = pa.chunked_array([pa.array(rows["item_id"], pa.string()), values.cast(pa.string())])
+        return cls(pc.unique(items.drop_null()).to_pylist())
 
     @classmethod
     def from_data(cls, data_dir: str | Path) -> ItemCatalog:
@@ -98,11 +100,26 @@ class ItemCatalog:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def index(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Dense indices (int64) of ``item_ids``; -1 for an id unknown at training time."""
+    def index(self, item_ids) -> np.ndarray:
+        """Dense indices (int64) of ``item_ids`` (a sequence or an Arrow array of strings); -1 for
+        an id unknown at training time."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if len(item_ids) == 0:
             return np.empty(0, dtype=np.int64)
-        return self.ids.get_indexer(list(item_ids)).astype(np.int64)
+        if not isinstance(item_ids, pa.Array | pa.ChunkedArray):
+            item_ids = pa.array(list(item_ids), pa.string())
+        found = pc.index_in(item_ids.cast(pa.string()), value_set=self._arrow_ids)   # C++ hashing
+        return found.fill_null(-1).to_numpy().astype(np.int64)
+
+    @property
+    def _arrow_ids(self):
+        import pyarrow as pa
+
+        if getattr(self, "_arrow", None) is None:
+            self._arrow = pa.array(list(self.ids), pa.string())
+        return self._arrow
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(list(self.ids)) + "\n")
@@ -122,7 +139,16 @@ class ItemCatalog:
 def load_ranking_rows(data_dir: str | Path, split: str, *, timestamps: bool = False):
     """The ranking input of a split: ``sample_id, user_id, item_id, user_n`` and ``history`` (the
     ``user_history`` window's item ids, oldest first); with ``timestamps`` also ``timestamp`` and
-    ``history_timestamps``. Never reads ratings."""
+    ``history_timestamps``. Never reads ratings.
+
+    DuckDB reads only the ``item_id`` (and ``timestamp``) leaves of the nested history, not its
+    titles and review snippets, and the lists stay Arrow-backed (``pandas.ArrowDtype``): a train
+    split of 10^5 rows x 50 history entries loads in about a second. Iterating ``history`` yields
+    Python lists; :func:`list_values` gives the flat Arrow values for vectorised work.
+    """
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from reczero.data import schema
@@ -135,24 +161,26 @@ def load_ranking_rows(data_dir: str | Path, split: str, *, timestamps: bool = Fa
     missing = [c for c in wanted if c not in pq.read_schema(path).names]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} of the prepared-sample schema")
-    table = pq.read_table(path, columns=wanted)
-    history = table.column("user_history").combine_chunks()
-    df = table.drop_columns(["user_history"]).to_pandas()
-    df["history"] = _list_field(history, "item_id")
-    if timestamps:
-        df["history_timestamps"] = _list_field(history, "timestamp")
-    return df
+    extra = (", timestamp, coalesce([h.timestamp for h in user_history], []) AS history_timestamps"
+             if timestamps else "")
+    query = (f"SELECT sample_id, user_id, item_id, user_n, coalesce([h.item_id for h in user_history], []) AS history"
+             f"{extra} FROM read_parquet(?)")
+    with duckdb.connect() as con:
+        table = con.sql(query, params=[str(path)]).to_arrow_table()
+    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
 
 
-def _list_field(history, field: str) -> list[list]:
-    """One struct field of a ``list<struct>`` column as Python lists (a null list -> [])."""
+def list_values(column):
+    """``(values, lengths)`` of a list column (Arrow-backed or Python lists): the flat values as an
+    Arrow array and each row's list length as int64 numpy (a null list has length 0)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    values = history.flatten().field(field)
-    offsets = history.offsets
-    if history.null_count:
-        offsets = pa.array(np.asarray(offsets), type=pa.int32())   # null lists have equal offsets
-    return pa.ListArray.from_arrays(offsets, values).to_pylist()
+    arr = column.array.__arrow_array__() if hasattr(column, "array") and hasattr(column.array, "__arrow_array__") \
+        else pa.array(list(column))
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    lengths = pc.list_value_length(arr).fill_null(0).to_numpy().astype(np.int64)
+    return pc.list_flatten(arr), lengths
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +370,7 @@ def write_rankings(out_dir: str | Path, frame, *, method: str, split: str, data_
     """
     import pyarrow.parquet as pq
 
-    from reczero.predictions import atomic_write_bytes
+    from reczero.io import atomic_write, atomic_write_text
 
     n_items = n_items if n_items is not None else frame.attrs.get("n_items")
     mask_history = mask_history if mask_history is not None else frame.attrs.get("mask_history")
@@ -367,9 +395,9 @@ def write_rankings(out_dir: str | Path, frame, *, method: str, split: str, data_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)      # never leave metrics that describe older rankings
-    atomic_write_bytes(out / RANKINGS, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(out / RANKINGS, lambda tmp: pq.write_table(table, tmp))
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(out / METRICS, lambda tmp: tmp.write_text(text))
+    atomic_write_text(out / METRICS, text)
     return result
 
 
