@@ -65,11 +65,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
+    import sys
+
     import torch
     from tqdm import tqdm
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import make_test_model  # the tests' random-init Qwen2 (tests/conftest.py)
+
     from reczero.generation import generate, length_order
-    from reczero.models import count_parameters, load_model, make_test_model
+    from reczero.models import count_parameters, load_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

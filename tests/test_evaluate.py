@@ -61,7 +61,7 @@ def write_prepared(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory holding a tiny random model (RUN/model)."""
-    from reczero.models import make_test_model
+    from conftest import make_test_model
 
     run = tmp_path_factory.mktemp("run") / "tiny-run"
     make_test_model(run / "model")

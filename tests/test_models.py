@@ -1,17 +1,13 @@
-"""Model loading, the local tokenizer (round trip, tags as ordinary single tokens) and the test model."""
+"""Model loading, the local tokenizer (round trip, tags as ordinary single tokens) and the test model
+(``tiny_model``, from conftest.py)."""
 
 import pytest
 
 from reczero.data.schema import RatingScale
 from reczero.errors import ReczeroError
-from reczero.models import load_model, load_tokenizer, make_test_model, train_tokenizer
+from reczero.models import load_model, load_tokenizer, train_tokenizer
 from reczero.models.tokenizer import check_round_trip
 from reczero.prompts import TAG_TOKENS, format_answer
-
-
-@pytest.fixture(scope="module")
-def test_model(tmp_path_factory):
-    return make_test_model(tmp_path_factory.mktemp("m") / "model")
 
 
 def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
@@ -29,8 +25,8 @@ def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
     check_round_trip(tokenizer, tmp_path, probes)
 
 
-def test_tags_are_single_ordinary_tokens_that_survive_decoding(test_model):
-    tokenizer = load_tokenizer(test_model)
+def test_tags_are_single_ordinary_tokens_that_survive_decoding(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
     special = set(tokenizer.all_special_tokens)
     for tag in TAG_TOKENS:
         ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
@@ -45,8 +41,8 @@ def test_tags_are_single_ordinary_tokens_that_survive_decoding(test_model):
     assert len(tokenizer("3.7")["input_ids"]) == 1                              # averages are one token
 
 
-def test_chat_template_marks_exactly_the_generated_part(test_model):
-    tokenizer = load_tokenizer(test_model)
+def test_chat_template_marks_exactly_the_generated_part(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     out = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "<rate>4</rate>"}],
@@ -57,10 +53,10 @@ def test_chat_template_marks_exactly_the_generated_part(test_model):
     assert tokenizer.decode(ids[:first]) == prompt
 
 
-def test_load_model_generates_and_resolves_run_dirs(test_model, tmp_path):
+def test_load_model_generates_and_resolves_run_dirs(tiny_model, tmp_path):
     import torch
 
-    model, tokenizer = load_model(test_model)
+    model, tokenizer = load_model(tiny_model)
     assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<|endoftext|>"
     assert not model.training and next(model.parameters()).dtype == torch.float32
     batch = tokenizer(["rated 4", "a much longer prompt about films"], return_tensors="pt", padding=True)

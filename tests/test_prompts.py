@@ -65,7 +65,8 @@ def test_averages_inline_or_together_before_the_question():
 
 
 def test_token_budget_trims_oldest_history_first(tmp_path):
-    from reczero.models import make_test_model
+    from conftest import make_test_model
+
     from reczero.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(make_test_model(tmp_path / "m"))

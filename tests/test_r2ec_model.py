@@ -27,7 +27,9 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from reczero.models import load_model, make_test_model
+    from conftest import make_test_model
+
+    from reczero.models import load_model
 
     path = make_test_model(tmp_path_factory.mktemp("model") / "m", hidden_size=16, num_layers=2)
     model, tokenizer = load_model(path)
@@ -162,7 +164,7 @@ def _trainer(world, tiny_path, tmp_path, **overrides):
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
-    from reczero.models import make_test_model
+    from conftest import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("model2") / "m", hidden_size=16, num_layers=2)
 

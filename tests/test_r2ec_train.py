@@ -30,7 +30,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from reczero.models import make_test_model
+    from conftest import make_test_model
 
     return make_test_model(tmp_path_factory.mktemp("model") / "m", hidden_size=16, num_layers=2)
 

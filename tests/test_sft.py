@@ -1,4 +1,5 @@
-"""SFT on teacher reasoning (assistant-only loss) and RecOne (SFT then GRPO) on tiny models, for real."""
+"""SFT on teacher reasoning (assistant-only loss) and RecOne (SFT then GRPO) on tiny models, for real.
+(``world`` and ``tiny_model`` come from conftest.py.)"""
 
 from __future__ import annotations
 
@@ -10,20 +11,6 @@ from reczero import cli
 from reczero.config import SFTRecipe, resolve
 
 FAST_PROMPT = ["--max-prompt-tokens", "192", "--prompt-history", "3", "--prompt-item-reviews", "1"]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world") / "data"
-    assert cli.main(["data", "synth", "--out", str(out), "--users", "40", "--items", "24"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from reczero.models import make_test_model
-
-    return make_test_model(tmp_path_factory.mktemp("model") / "m", hidden_size=8, num_layers=2)
 
 
 @pytest.fixture(scope="module")

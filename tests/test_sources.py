@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from fixtures_raw import CLEAN_TITLES, GOOD, WRITERS
 
-from reczero.data.sources import RejectLog, iter_line_bytes, open_lines, text_reader
+from reczero.data.sources import RejectLog, iter_line_bytes, line_blocks
 from reczero.errors import DataError
 
 FORMATS = sorted(WRITERS)
@@ -165,19 +165,17 @@ def test_multimember_padded_and_corrupt_gzip(tmp_path):
     assert log.truncated == [str(path)]
 
 
-def test_text_reader_and_open_lines_on_truncated_gzip(tmp_path):
+def test_line_blocks_on_truncated_gzip(tmp_path):
     rows = [f"{i},item{i},{i % 5 + 1}" for i in range(2000)]
     data = gzip.compress(("\n".join(rows) + "\n").encode())
     path = tmp_path / "r.csv.gz"
     path.write_bytes(data[: len(data) * 2 // 3])
     log = RejectLog()
-    got = text_reader(path, rejects=log, stream="interactions").read().splitlines()
-    assert got == rows[:len(got)] and 0 < len(got) < len(rows)
+    got = b"".join(line_blocks(path, log, "interactions")).decode().splitlines()
+    assert got == rows[:len(got)] and 0 < len(got) < len(rows)          # every complete line, then the tail
     assert log.truncated == [str(path)] and log.rejected["interactions"]["truncated"] == log.read["interactions"]
-    with pytest.raises(DataError, match="truncated"):
-        text_reader(path).read()
-    opened = [text for _, text in open_lines(path, RejectLog(), "interactions")]
-    assert opened == got
+    with pytest.raises(DataError, match="truncated"):                   # no reject log: an error, not a quiet stop
+        list(line_blocks(path, None, "interactions"))
 
 
 def test_non_utf8_unparseable_line_is_rejected_not_crashing(tmp_path):

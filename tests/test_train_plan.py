@@ -19,7 +19,7 @@ def test_there_are_paper_recipes():
 
 @pytest.mark.parametrize("recipe", PAPER, ids=lambda p: p.stem)
 def test_paper_recipe_dry_run(recipe, capsys):
-    command = "sft" if recipe.stem.startswith("recone") else "grpo"
+    command = {"recone": "sft", "r2ec": "r2ec"}.get(recipe.stem.split("-")[0], "grpo")
     rc = cli.main(["train", command, "--config", str(recipe), "--dry-run"])
     assert rc == 0
     out = capsys.readouterr().out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from dataclasses import dataclass
@@ -123,14 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_target(cmd: Command):
+    """The command's function (its module is imported only now, when the command runs)."""
     module, _, func = cmd.target.partition(":")
-    try:
-        if importlib.util.find_spec(module) is None:
-            return None
-    except ModuleNotFoundError:  # a parent package does not exist yet
-        return None
-    fn = getattr(importlib.import_module(module), func, None)
-    return fn
+    return getattr(importlib.import_module(module), func)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     name = " ".join(cmd.path)
     try:
         arg = C.from_args(cmd.config, args) if cmd.config is not None else args
-        target = _load_target(cmd)
-        if target is None:
-            print(f"reczero {name}: not implemented yet", file=sys.stderr)
-            return 3
-        result = target(arg)
+        result = _load_target(cmd)(arg)
     except ReczeroError as err:
         print(f"reczero {name}: error: {err}", file=sys.stderr)
         return 2

@@ -223,6 +223,9 @@ class TrainOptions(LoraOptions):
     bf16: bool = opt(False, "Train in bfloat16 (GPU).")
     gradient_checkpointing: bool = opt(False, "Gradient checkpointing (saves GPU memory).")
     use_cpu: bool = opt(False, "Force CPU even when a GPU is present.")
+    report_to: str = opt("none", "Experiment tracker the trainer also logs to (transformers' report_to): 'tensorboard' "
+                         "(event files in RUN/checkpoints/runs/), 'wandb' or 'mlflow' (their package and login needed). "
+                         "RUN/log.jsonl is written either way.", choices=["none", "tensorboard", "wandb", "mlflow"])
     resume: bool = opt(False, "Continue from the last checkpoint in RUN/checkpoints after an interruption.")
     dry_run: bool = opt(False, "Validate the recipe and print the resolved plan without loading weights or data.")
     world_size: int | None = opt(None, "Processes the recipe is planned for (accelerate num_processes); --dry-run uses it, default $WORLD_SIZE or 1.")

@@ -15,7 +15,7 @@ What this module chose, and why:
   ``parsed=True`` and ``fallback`` says which one.
 * Bad frames are refused, not repaired: missing columns, NaN or infinite values, duplicate
   ``sample_id``s and failures without a fallback raise :class:`~reczero.errors.ReczeroError`.
-* Writes are atomic (temp file + rename); ``metrics.json`` is written last, so its presence means
+* Writes are atomic (``reczero.io.atomic_write``: temp file + rename); ``metrics.json`` is written last, so its presence means
   the pair is complete.
 * ``mae_by_history`` buckets the user's history length ``user_n`` as 0, 1-2, 3-5, 6-10, >10, since
   cold users are where prompt-only and collaborative methods differ most.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 
 from reczero import metrics as M
 from reczero.errors import DataError, ReczeroError
+from reczero.io import atomic_write, atomic_write_text
 
 PREDICTIONS = "predictions.parquet"
 METRICS = "metrics.json"
@@ -154,17 +154,6 @@ def compute_metrics(table, *, method: str, split: str, bayes: dict | None = None
     return out
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path`` (atomic on
-    one file system): a kill never leaves half a file. Every result writer uses it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_results(out_dir: str | Path, predictions, *, method: str, split: str, data_dir: str | Path | None = None,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``OUT/predictions.parquet`` and ``OUT/metrics.json`` (computed from it); return the metrics.
@@ -194,9 +183,9 @@ def write_results(out_dir: str | Path, predictions, *, method: str, split: str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)      # never leave metrics that describe older predictions
-    atomic_write_bytes(out / PREDICTIONS, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(out / PREDICTIONS, lambda tmp: pq.write_table(table, tmp))
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(out / METRICS, lambda tmp: tmp.write_text(text))
+    atomic_write_text(out / METRICS, text)
     return result
 
 

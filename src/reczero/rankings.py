@@ -370,7 +370,7 @@ def write_rankings(out_dir: str | Path, frame, *, method: str, split: str, data_
     """
     import pyarrow.parquet as pq
 
-    from reczero.predictions import atomic_write_bytes
+    from reczero.io import atomic_write, atomic_write_text
 
     n_items = n_items if n_items is not None else frame.attrs.get("n_items")
     mask_history = mask_history if mask_history is not None else frame.attrs.get("mask_history")
@@ -395,9 +395,9 @@ def write_rankings(out_dir: str | Path, frame, *, method: str, split: str, data_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).unlink(missing_ok=True)      # never leave metrics that describe older rankings
-    atomic_write_bytes(out / RANKINGS, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(out / RANKINGS, lambda tmp: pq.write_table(table, tmp))
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    atomic_write_bytes(out / METRICS, lambda tmp: tmp.write_text(text))
+    atomic_write_text(out / METRICS, text)
     return result
 
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from reczero.errors import DataError
+from reczero.io import read_jsonl
 from reczero.predictions import METRICS, PREDICTIONS, read_results
 
 log = logging.getLogger(__name__)
@@ -108,14 +109,7 @@ def _run_root(res_dir: Path) -> Path:
 def _read_log(res_dir: Path) -> list[dict[str, Any]]:
     for path in (res_dir / "log.jsonl", _run_root(res_dir) / "log.jsonl"):
         if path.is_file():
-            rows = []
-            for n, line in enumerate(path.read_text().splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        log.warning("%s:%d: not JSON, skipped in the training curves", path, n)
-            return rows
+            return [row for _, row in read_jsonl(path)]     # a line that is not JSON is named and skipped
     return []
 
 

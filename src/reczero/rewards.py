@@ -21,14 +21,19 @@ What this module chose, and why:
   must be exactly the template's tagged blocks in order, each tag opening and closing exactly once,
   with only whitespace between blocks, every block non-empty, and the ``<rate>`` block a bare
   number (``4`` or ``3.5``). Markdown, preambles or a second ``<rate>`` fail the format.
+* **Rewards travel with their weights**: a trainer takes :class:`RewardSpec` ``(func, weight)``
+  pairs (plain tuples work too), and :func:`trl_rewards` turns them into TRL's two parallel lists
+  (``reward_funcs`` for the trainer, ``reward_weights`` for ``GRPOConfig``) in one place, so a
+  weight can never drift to another function's position. A weight of 0 logs a function without
+  changing the advantages.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from reczero.data.schema import RatingScale
 from reczero.prompts import TAG_TOKENS, template_tags
@@ -191,3 +196,42 @@ class AnswerReward:
 
     def __repr__(self) -> str:
         return f"AnswerReward(scale={self.scale}, template={self.template!r}, max_error={self.max_error})"
+
+
+class RewardSpec(NamedTuple):
+    """One reward term of a GRPO run: a function on TRL's contract and its weight in the summed reward."""
+
+    func: Callable[..., list[float]]
+    weight: float
+
+
+def trl_rewards(specs: Sequence[RewardSpec | tuple[Callable[..., list[float]], float]]) -> tuple[list[Any], list[float]]:
+    """``(reward_funcs, reward_weights)`` for TRL's ``GRPOTrainer`` and ``GRPOConfig`` from
+    ``(func, weight)`` pairs, in the same order.
+
+    Refuses what TRL would misreport: no rewards, a non-callable, a weight that is not a finite
+    number, or two functions with one ``__name__`` (TRL logs ``rewards/<name>`` per function).
+
+    >>> funcs, weights = trl_rewards([(FormatReward((1, 5)), 1.0), RewardSpec(AnswerReward((1, 5)), 0.5)])
+    >>> [f.__name__ for f in funcs], weights
+    (['format', 'answer'], [1.0, 0.5])
+    """
+    if not specs:
+        raise ValueError("at least one reward (func, weight) pair is needed")
+    funcs, weights, names = [], [], set()
+    for i, spec in enumerate(specs):
+        try:
+            func, weight = spec
+        except (TypeError, ValueError):
+            raise ValueError(f"reward {i}: expected a (func, weight) pair, got {spec!r}") from None
+        name = getattr(func, "__name__", None)
+        if not callable(func) or not name:
+            raise ValueError(f"reward {i}: {func!r} is not a callable with a __name__ (TRL logs rewards by name)")
+        if name in names:
+            raise ValueError(f"reward {i}: a second reward named {name!r}; TRL would log both as rewards/{name}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+            raise ValueError(f"reward {name!r}: weight must be a finite number, got {weight!r}")
+        names.add(name)
+        funcs.append(func)
+        weights.append(float(weight))
+    return funcs, weights

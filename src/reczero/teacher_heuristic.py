@@ -14,7 +14,7 @@ What this teacher chose, and why:
   ("liked", "disliked", "neutral"). An attribute the user rated but never wrote about falls back to
   the ratings: the mean of ``rating - user_avg`` over its entries, shrunk by ``n / (n + 2)``,
   ``>= +0.3`` a like, ``<= -0.3`` a dislike. The description's first quality adjective
-  ("a solid ...") comes from :data:`QUALITY`. (The item's reviewers are cited only when rationalising.)
+  ("a solid ...", ``lexicon.quality_word``) has an offset in :data:`QUALITY`. (The item's reviewers are cited only when rationalising.)
 * **A fixed, additive estimate**, fitted once: ``base = (user_avg + item_avg) / 2`` (the known one
   alone if one is missing), plus :data:`LIKED` per liked target attribute, :data:`DISLIKED` per
   disliked one, plus the quality word's offset. The weights are least squares of
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reczero.data.schema import RatingScale
+from reczero.lexicon import QUALITY_WORDS, quality_word
 from reczero.prompts import average_line, format_answer, format_average, format_rating
 
 # Stance lexicon, tried in this order on each sentence that names an attribute (first hit wins).
@@ -73,8 +74,7 @@ DISLIKED = -1.3     # per target attribute they pan (fit -1.34)
 # The description's quality word, weak..brilliant: fit -0.49 -0.33 -0.24 -0.15 -0.08 +0.06, before the
 # shift (below 0: base is inflated, people mostly rate what they chose). Synonyms take their nearest
 # word's offset.
-QUALITY = {"weak": -0.5, "poor": -0.5, "uneven": -0.4, "mediocre": -0.4, "decent": -0.3,
-           "solid": -0.2, "good": -0.2, "strong": -0.1, "great": -0.1, "brilliant": 0.0, "excellent": 0.0}
+QUALITY = dict(zip(QUALITY_WORDS, (-0.5, -0.5, -0.4, -0.4, -0.3, -0.2, -0.2, -0.1, -0.1, 0.0, 0.0), strict=True))
 LIKE = 0.3          # (the rating fallback) shrunk deviation from the user's average that counts as a like
 SHOWN = 3           # at most this many likes and dislikes in <analyze user>, attributes in <analyze item>
 
@@ -151,11 +151,6 @@ def _rated_stances(history: list, mean: float | None) -> dict[str, int]:
             devs.setdefault(str(attr), []).append(float(h["rating"]) - mean)
     shrunk = {a: sum(d) / (len(d) + 2) for a, d in devs.items()}
     return {a: (d >= LIKE) - (d <= -LIKE) for a, d in shrunk.items()}
-
-
-def quality_word(description: Any) -> str | None:
-    """The first word of :data:`QUALITY` in an item description ("A weak thriller story." -> "weak")."""
-    return next((w for w in re.findall(r"[a-z]+", str(description or "").lower()) if w in QUALITY), None)
 
 
 def read_evidence(sample: Mapping[str, Any], scale: RatingScale, shown_history: int | None = None,

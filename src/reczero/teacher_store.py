@@ -17,8 +17,9 @@ What this module chose, and why:
 * **Samples that failed only on endpoint errors are retried on a rerun** (the teacher never
   answered; an outage should not freeze them out). Since every sample must appear exactly once,
   such records are first removed by rewriting the file to a temporary sibling and atomically
-  renaming it over the original (``os.replace`` + directory ``fsync``): a kill during that step
-  leaves either the old or the new file, both valid. This is the only time the file is rewritten.
+  renaming it over the original (``reczero.io.atomic_write``, durable: file and directory
+  ``fsync``): a kill during that step leaves either the old or the new file, both valid. This is
+  the only time the file is rewritten.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from reczero.errors import DataError
+from reczero.io import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -103,37 +105,22 @@ class TeacherStore:
 
     def _read_records(self) -> dict[str, dict[str, Any]]:
         records: dict[str, dict[str, Any]] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{self.path}:{lineno}: not a JSON record ({err.msg}); "
-                                    "is this a teacher output file?") from err
-                sid = record.get("sample_id") if isinstance(record, dict) else None
-                if not isinstance(sid, str):
-                    raise DataError(f"{self.path}:{lineno}: record has no string 'sample_id'")
-                if sid in records:
-                    raise DataError(f"{self.path}:{lineno}: sample_id {sid!r} is recorded twice "
-                                    "(was the file written by two runs at once?)")
-                records[sid] = record
+        for lineno, record in read_jsonl(self.path, strict=True):
+            sid = record.get("sample_id") if isinstance(record, dict) else None
+            if not isinstance(sid, str):
+                raise DataError(f"{self.path}:{lineno}: record has no string 'sample_id'")
+            if sid in records:
+                raise DataError(f"{self.path}:{lineno}: sample_id {sid!r} is recorded twice "
+                                "(was the file written by two runs at once?)")
+            records[sid] = record
         return records
 
     def _drop(self, sample_ids: set[str]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(self.path, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as dst:
-            for line in src:
-                if line.strip() and json.loads(line)["sample_id"] in sample_ids:
-                    continue
-                dst.write(line)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
         for sid in sample_ids:
             self.records.pop(sid, None)
+        # the records as ``append`` wrote them (one json.dumps per line), in file order
+        atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values()),
+                          durable=True)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -170,11 +157,3 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "rationalised": sum(1 for r in accepted if r["rationalised"]),
         "rejected": dict(Counter(r["reason"] for r in records if r["status"] == "rejected")),
     }
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -117,7 +117,6 @@ class World:
     """
 
     params: WorldParams
-    user_bias: np.ndarray          # (U,)
     affinity: np.ndarray           # (U, A) +like_weight / -dislike_weight / 0
     item_quality: np.ndarray       # (I,)
     item_attributes: np.ndarray    # (I, 3) attribute ids, -1 = none
@@ -246,7 +245,7 @@ def generate(p: WorldParams) -> World:
     review, summary = _reviews(p, user, item, rating, attrs, affinity, liked | disliked, rng_text)
     log.info("RecWorld: %d users, %d items, %d interactions (mean rating %.2f)",
              p.users, p.items, len(user), rating.mean() if len(rating) else float("nan"))
-    return World(p, bias, affinity, quality, attrs, titles, descriptions,
+    return World(p, affinity, quality, attrs, titles, descriptions,
                  user, item, timestamp, expected, rating, review, summary, log_pop, release, arrival, end)
 
 

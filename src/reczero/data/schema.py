@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from reczero.errors import DataError
+from reczero.io import atomic_write_text
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -128,10 +129,7 @@ def write_manifest(data_dir: str | Path, manifest: dict[str, Any]) -> Path:
         raise AssertionError(f"manifest counts do not add up: {counts}")
     manifest = {"schema_version": SCHEMA_VERSION, **manifest}
     path = Path(data_dir) / MANIFEST
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def is_implicit(manifest: dict[str, Any]) -> bool:

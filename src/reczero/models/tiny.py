@@ -1,4 +1,4 @@
-"""Qwen2-architecture configs for tiny local models, and a random-init model for everyone's tests.
+"""Qwen2-architecture configs for tiny local models, and a random-init model of any of them.
 
 What this module chose, and why:
 
@@ -7,20 +7,14 @@ What this module chose, and why:
 * **Sizes** ``tiny`` / ``small`` / ``base`` of about 0.3M / 5M / 30M parameters at a 4k vocabulary
   with tied input/output embeddings (at this scale the embedding table would otherwise dominate).
   Grouped-query attention with half as many key/value heads, as Qwen2.5 does.
-* :func:`make_test_model` builds a hidden-size-8 model with a tokenizer trained on a few built-in
-  domain sentences, saved with ``save_pretrained``, in about a second: the fixture for tests of
-  training, evaluation and serving.
+* The tests' hidden-size-8 model (``make_test_model``) is built from these pieces in
+  ``tests/conftest.py``: a fixture, not part of the library.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-from reczero.data.schema import RatingScale
-from reczero.prompts import TAG_TOKENS, format_answer, system_prompt
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +24,6 @@ SIZES: dict[str, tuple[int, int, int, int, int]] = {
     "small": (256, 6, 4, 2, 640),    # ~5M
     "base": (512, 8, 8, 4, 1536),    # ~30M
 }
-
-DOMAIN_TEXTS: tuple[str, ...] = (
-    "User history (oldest first):",
-    "- The Silent Harbor [drama, slow, coastal] rated 4: quiet and moving, the ending stayed with me.",
-    "- Neon Circuit [sci-fi, action] rated 2: loud and empty, too long for what it says.",
-    "- Garden of Small Things [documentary, nature] rated 5: beautiful photography, calm narration.",
-    "User average: 3.7 (12 ratings)",
-    "Target item: Orbit Nine [sci-fi, space, thoughtful]",
-    "Description: A crew of six drifts toward a dying star and has to decide who goes home.",
-    "Earlier reviews of the item (oldest first):",
-    "- rated 3: good ideas, weak characters.",
-    "- rated 5: the best space story in years.",
-    "Item average: 4.0 (2 ratings)",
-    "How will this user rate the target item?",
-    "The user likes quiet, character-driven stories and dislikes loud action.",
-    "A thoughtful science-fiction story with slow pacing and strong ideas.",
-    "A good match: the item is slow and thoughtful like the ones the user rated highly.",
-)
-
 
 def qwen2_config(size: str | None = None, *, vocab_size: int, hidden_size: int | None = None,
                  num_layers: int | None = None, num_heads: int | None = None, num_kv_heads: int | None = None,
@@ -89,31 +64,3 @@ def new_model(config: Any, tokenizer: Any, seed: int = 0) -> Any:
 def count_parameters(model: Any) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def make_test_model(out_dir: str | Path, texts: Sequence[str] | None = None, hidden_size: int = 8,
-                    num_layers: int = 2, vocab_size: int = 512, seed: int = 0,
-                    scale: RatingScale | None = RatingScale(1, 5)) -> Path:
-    """Save a random-init Qwen2 causal LM and its tokenizer to ``out_dir``; returns the path.
-
-    ``texts`` train the tokenizer (default: built-in domain sentences, the system prompts and a
-    formatted answer). ``load_model(out_dir)`` loads it; ``vocab_size`` is the BPE vocabulary before
-    the added tags and averages.
-    """
-    from reczero.models.tokenizer import save_tokenizer, train_tokenizer
-
-    if texts is None:
-        answer = format_answer("structured", {"analyze user": DOMAIN_TEXTS[12], "analyze item": DOMAIN_TEXTS[13],
-                                              "match": DOMAIN_TEXTS[14]}, 4)
-        texts = [*DOMAIN_TEXTS, *(system_prompt(t, scale) for t in ("structured", "think-answer", "rate-only")), answer]
-    texts = [*texts, " ".join(TAG_TOKENS)]
-    tokenizer = train_tokenizer(texts, vocab_size, scale=scale, min_frequency=1)
-    config = qwen2_config(vocab_size=len(tokenizer), hidden_size=hidden_size, num_layers=num_layers,
-                          num_heads=2, num_kv_heads=1, intermediate_size=4 * hidden_size,
-                          max_position_embeddings=2048, tokenizer=tokenizer)
-    model = new_model(config, tokenizer, seed)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    save_tokenizer(tokenizer, out, texts[:3])
-    log.info("test model: %d parameters, vocab %d -> %s", count_parameters(model), len(tokenizer), out)
-    return out

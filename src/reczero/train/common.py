@@ -1,6 +1,18 @@
-"""What every trainer shares: the run-directory layout, prompt datasets, logging, validation, resume.
+"""What every trainer shares: the run-directory layout, prompt datasets, logging, validation, resume,
+and the one path along which a trainer is built and run (:class:`TrainerRun`).
 
 Choices:
+
+* **One construction path.** GRPO, SFT and R2ec's RecPO differ in their TRL trainer class, its
+  config, their records, rewards and callbacks; everything else is :class:`TrainerRun`:
+  ``start`` (dry run, run directory, resume point, plan), ``load_model`` (dtype, prompt-option
+  check, threads), ``build_trainer`` (the JSONL log and validation callbacks, LoRA, rewards as
+  ``(func, weight)`` pairs turned into TRL's ``reward_funcs`` + ``GRPOConfig.reward_weights`` by
+  ``rewards.trl_rewards``, the compact progress bar), ``train`` (resume from the last checkpoint)
+  and ``finish`` (model, tokenizer, ``done.json``). TRL stays the training loop.
+* **Experiment tracking as the ecosystem does it**: ``--report-to`` is handed to transformers'
+  ``report_to`` (TensorBoard event files land in ``RUN/checkpoints/runs/``); ``log.jsonl`` is
+  written whatever it says.
 
 * A run directory holds ``config.yaml``, ``log.jsonl`` (one JSON object per logged step),
   ``checkpoints/`` (the HF Trainer's resumable state), ``model/`` (written only when training
@@ -14,12 +26,14 @@ Choices:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +41,7 @@ from typing import Any
 from reczero.config import GRPORecipe, PromptOptions, SFTRecipe, TrainCommon, save_config
 from reczero.data import schema
 from reczero.errors import ReczeroError
+from reczero.io import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +112,11 @@ def prepare_run(recipe: TrainCommon) -> tuple[RunPaths, Path | None]:
 
 
 def truncate_log(path: Path, max_step: int) -> None:
-    """Keep only log lines with step <= max_step (and drop a torn last line)."""
+    """Keep only log lines with step <= max_step (and drop a torn last line); rewritten atomically."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("step", 0) <= max_step:
-            kept.append(line)
-    path.write_text("".join(k + "\n" for k in kept))
+    kept = [rec for _, rec in read_jsonl(path) if rec.get("step", 0) <= max_step]
+    atomic_write_text(path, "".join(json.dumps(rec) + "\n" for rec in kept))
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -123,16 +131,9 @@ def _jsonable(x: Any) -> Any:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a RUN/log.jsonl (a torn last line is skipped); empty when there is none."""
     path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return [rec for _, rec in read_jsonl(path)] if path.is_file() else []
 
 
 def prompt_records(data_dir: str, split: str, opts: PromptOptions, tokenizer, *, limit: int | None = None,
@@ -262,7 +263,7 @@ def trainer_kwargs(recipe: TrainCommon, output_dir: str, use_cpu: bool) -> dict[
         save_total_limit=recipe.save_total_limit,
         bf16=recipe.bf16,
         use_cpu=use_cpu,
-        report_to="none",
+        report_to=recipe.report_to,
         seed=recipe.seed,
         disable_tqdm=False,
         **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
@@ -285,7 +286,132 @@ def finish(paths: RunPaths, trainer, tokenizer, summary: dict[str, Any]) -> None
     """Save the final model (+ tokenizer) loadable by path, then mark the run done."""
     trainer.save_model(str(paths.model))
     tokenizer.save_pretrained(str(paths.model))
-    paths.done.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(paths.done, json.dumps(summary, indent=2, default=_jsonable) + "\n")
+
+
+def lora_config(recipe: Any):
+    """The PEFT ``LoraConfig`` of ``recipe`` (``--use-lora``), or None to train all weights."""
+    if not recipe.use_lora:
+        return None
+    from peft import LoraConfig
+
+    targets = recipe.lora_target_modules
+    return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
+                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                      task_type="CAUSAL_LM")
+
+
+#: ``--report-to`` choices other than "none", and the module each needs (transformers' integrations).
+REPORT_TO_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
+def check_report_to(report_to: str) -> None:
+    """A clear error before any weights load when ``--report-to`` names a tracker that is not installed."""
+    modules = REPORT_TO_MODULES.get(report_to, ())
+    if modules and not any(importlib.util.find_spec(m) is not None for m in modules):
+        raise ReczeroError(f"--report-to {report_to} needs the {modules[0]!r} package, which is not installed "
+                           f"(pip install {modules[0]}); or use --report-to none (log.jsonl is always written)")
+
+
+class TrainerRun:
+    """One training run along the path every trainer shares; the trainer-specific parts (records,
+    TRL config, rewards, extra callbacks) are passed in. A new trainer reads::
+
+        run = TrainerRun.start(recipe, plan, stage="grpo", title="GRPO")
+        if run is None:                                   # --dry-run, or the run is already finished
+            return 0
+        model, tokenizer = run.load_model()
+        trainer = run.build_trainer(GRPOTrainer, args, model, tokenizer, records,
+                                    rewards=[RewardSpec(my_reward, 1.0)])
+        return run.finish(trainer, tokenizer, run.train(trainer))
+    """
+
+    def __init__(self, recipe: Any, paths: RunPaths, checkpoint: Path | None, plan: dict[str, Any], stage: str) -> None:
+        self.recipe, self.paths, self.checkpoint, self.plan, self.stage = recipe, paths, checkpoint, plan, stage
+        self.rewards: dict[str, float] | None = None
+        self.started = time.time()
+
+    @classmethod
+    def start(cls, recipe: Any, plan: Callable[[Any], dict[str, Any]], *, stage: str, title: str) -> TrainerRun | None:
+        """Print the plan and stop on ``--dry-run``; check the run directory against ``--resume``
+        and write config.yaml (:func:`prepare_run`); None when there is nothing to train."""
+        if recipe.dry_run:
+            print_plan(title, plan(recipe), dry_run=True)
+            return None
+        check_report_to(recipe.report_to)
+        paths, ckpt = prepare_run(recipe)
+        if paths.is_done():
+            print(f"{paths.root}: already finished; nothing to do")
+            return None
+        resolved = plan(recipe)
+        print_plan(title, resolved)
+        return cls(recipe, paths, ckpt, resolved, stage)
+
+    @property
+    def use_cpu(self) -> bool:
+        import torch
+
+        return self.recipe.use_cpu or not torch.cuda.is_available()
+
+    def load_model(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of ``recipe.model`` in the recipe's dtype, with torch's threads set; warns
+        when the recipe prompts unlike the model's training run."""
+        import torch
+
+        from reczero.config import warn_prompt_mismatch
+        from reczero.models import configure_threads, load_model
+
+        model, tokenizer = load_model(self.recipe.model, dtype=torch.bfloat16 if self.recipe.bf16 else torch.float32)
+        if isinstance(self.recipe, PromptOptions):
+            warn_prompt_mismatch(self.recipe, self.recipe.model)
+        configure_threads(self.recipe.threads, model)
+        return model, tokenizer
+
+    def rating_validation(self, tokenizer: Any) -> list[Any]:
+        """The periodic validation-MAE callback of the rating trainers (none with ``--eval-steps 0``)."""
+        if self.recipe.eval_steps <= 0:
+            return []
+        return [make_validation_callback(self.paths, self.recipe, tokenizer, scale=schema.rating_scale(self.recipe.data),
+                                         max_new_tokens=self.recipe.max_completion_length)]
+
+    def build_trainer(self, trainer_cls: type, args: Any, model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], *,
+                      rewards: Sequence[Any] | None = None, log_extra: Callable[[], dict[str, Any]] | None = None,
+                      callbacks: Sequence[Any] = (), peft_config: Any = None, **extra: Any) -> Any:
+        """``trainer_cls`` (a TRL trainer) on ``records`` with the shared wiring: RUN/log.jsonl (plus
+        ``log_extra()`` per line), ``callbacks``, LoRA from the recipe (unless ``peft_config``), the
+        compact progress bar. ``rewards``: ``(func, weight)`` pairs, given to TRL as ``reward_funcs``
+        and ``args.reward_weights`` (``rewards.trl_rewards``, the one place they are split)."""
+        from datasets import Dataset
+
+        from reczero.rewards import trl_rewards
+
+        if rewards is not None:
+            funcs, weights = trl_rewards(rewards)
+            args.reward_weights = weights        # a GRPOConfig field; the trainer reads it when built
+            extra["reward_funcs"] = funcs
+            self.rewards = {f.__name__: w for f, w in zip(funcs, weights, strict=True)}
+        trainer = trainer_cls(
+            model=model, args=args, train_dataset=Dataset.from_list(list(records)), processing_class=tokenizer,
+            callbacks=[make_log_callback(self.paths, log_extra), *callbacks],
+            peft_config=peft_config if peft_config is not None else lora_config(self.recipe), **extra,
+        )
+        use_compact_progress(trainer)
+        return trainer
+
+    def train(self, trainer: Any) -> Any:
+        """``trainer.train()``, resumed from the run's last checkpoint when there is one."""
+        self.started = time.time()
+        return trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+
+    def finish(self, trainer: Any, tokenizer: Any, result: Any, **summary: Any) -> int:
+        """Save the model and tokenizer, write done.json (stage, steps, time, loss, the rewards and
+        their weights, then ``summary``); returns 0, the command's exit status."""
+        done = {"stage": self.stage, "global_step": trainer.state.global_step,
+                "train_seconds": round(time.time() - self.started, 1), "train_loss": result.training_loss,
+                **({"rewards": self.rewards} if self.rewards is not None else {}), **summary}
+        finish(self.paths, trainer, tokenizer, done)
+        print(f"done: {trainer.state.global_step} steps in {time.time() - self.started:.0f}s; model in {self.paths.model}")
+        return 0
 
 
 # Shown in the progress bar's postfix instead of the Trainer's full log dict (which stays in log.jsonl).

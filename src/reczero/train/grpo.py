@@ -9,7 +9,9 @@ What this chose (the paper's defaults, all overridable in the recipe):
   so no reference model is loaded. ``entropy_coef`` (TRL) is available against collapse.
 * **Rewards**: rule-based and plain (``reczero.rewards``): the format reward (+0.5 when the four tags
   appear once each, in order, non-empty, and the rate parses inside the scale; −0.5 otherwise) plus
-  the answer reward ``1 − |y − ŷ| / max_error`` (0 when unparsable). No teacher, no reward model.
+  the answer reward ``1 − |y − ŷ| / max_error`` (0 when unparsable), weight 1 each
+  (:func:`default_rewards`). No teacher, no reward model. ``train_grpo(recipe, rewards=[...])``
+  takes other ``(func, weight)`` pairs.
 * **Monitoring**: a zero-weight reward function logs what collapse looks like — the share of
   well-formed and parsable answers, the spread and number of distinct predicted ratings in the
   batch — next to TRL's own ``frac_reward_zero_std`` and ``entropy``. The sample ids of each step are
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
+from collections.abc import Sequence
 from typing import Any
 
-from reczero.config import GRPORecipe, warn_prompt_mismatch
+from reczero.config import GRPORecipe
 from reczero.data import schema
+from reczero.rewards import AnswerReward, FormatReward, RewardSpec
 from reczero.train import common
 
 log = logging.getLogger(__name__)
@@ -101,7 +104,14 @@ def plan(recipe: GRPORecipe) -> dict[str, Any]:
     }
 
 
+def default_rewards(recipe: GRPORecipe, scale: schema.RatingScale) -> list[RewardSpec]:
+    """RecZero's rewards: the format reward and the answer reward, weight 1 each (the paper's sum)."""
+    return [RewardSpec(FormatReward(scale, recipe.template, recipe.format_bonus, recipe.format_penalty), 1.0),
+            RewardSpec(AnswerReward(scale, recipe.template, recipe.max_error), 1.0)]
+
+
 def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
+    """TRL's ``GRPOConfig`` of ``recipe`` (the reward weights are set with the rewards, by ``TrainerRun.build_trainer``)."""
     from trl import GRPOConfig
 
     return GRPOConfig(
@@ -115,75 +125,37 @@ def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
         scale_rewards=recipe.scale_rewards,
         entropy_coef=recipe.entropy_coef,
         mask_truncated_completions=recipe.mask_truncated_completions,
-        reward_weights=[1.0, 1.0, 0.0],  # format, answer, monitor (logs only)
         use_vllm=recipe.use_vllm,
         vllm_mode=recipe.vllm_mode,
         vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
     )
 
 
-def lora_config(recipe):
-    if not recipe.use_lora:
-        return None
-    from peft import LoraConfig
+def train_grpo(recipe: GRPORecipe, *, rewards: Sequence[RewardSpec] | None = None, callbacks: Sequence = ()) -> int:
+    """`reczero train grpo`: run (or resume) RecZero GRPO; returns 0 on success.
 
-    targets = recipe.lora_target_modules
-    return LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                      target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                      task_type="CAUSAL_LM")
-
-
-def train_grpo(recipe: GRPORecipe) -> int:
-    """`reczero train grpo`: run (or resume) RecZero GRPO; returns 0 on success."""
-    if recipe.dry_run:
-        common.print_plan("GRPO", plan(recipe), dry_run=True)
+    ``rewards``: ``(func, weight)`` pairs on TRL's contract (default :func:`default_rewards`); the
+    zero-weight :class:`RolloutMonitor` is always added. ``callbacks``: extra ``TrainerCallback``s.
+    """
+    run = common.TrainerRun.start(recipe, plan, stage="grpo", title="GRPO")
+    if run is None:
         return 0
-    paths, ckpt = common.prepare_run(recipe)
-    if paths.is_done():
-        print(f"{paths.root}: already finished; nothing to do")
-        return 0
-
-    import torch
-    from datasets import Dataset
     from trl import GRPOTrainer
 
-    from reczero.models import configure_threads, load_model
-    from reczero.rewards import AnswerReward, FormatReward
-
-    p = plan(recipe)
-    common.print_plan("GRPO", p)
-    use_cpu = recipe.use_cpu or not torch.cuda.is_available()
-    model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
-    warn_prompt_mismatch(recipe, recipe.model)
-    configure_threads(recipe.threads, model)
+    model, tokenizer = run.load_model()
     scale = schema.rating_scale(recipe.data)
     # Build prompts only for the samples the run can reach: with max_steps set, a seeded random subset
     # of max_steps x prompts-per-step training samples (tokenising every prompt of a large split for a
     # short run would take longer than the run).
     limit = recipe.max_train_samples
     if recipe.max_steps > 0:
-        reach = recipe.max_steps * p["prompts_per_step"]
+        reach = recipe.max_steps * run.plan["prompts_per_step"]
         limit = reach if limit is None else min(limit, reach)
     records = common.prompt_records(recipe.data, "train", recipe, tokenizer, limit=limit,
                                     seed=recipe.seed, shuffle=limit is not None)
     monitor = RolloutMonitor(scale, recipe.template)
-    rewards = [FormatReward(scale, recipe.template, recipe.format_bonus, recipe.format_penalty),
-               AnswerReward(scale, recipe.template, recipe.max_error), monitor]
-    callbacks = [common.make_log_callback(paths, monitor.drain)]
-    if recipe.eval_steps > 0:
-        callbacks.append(common.make_validation_callback(paths, recipe, tokenizer, scale=scale,
-                                                         max_new_tokens=recipe.max_completion_length))
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=rewards, args=grpo_args(recipe, str(paths.checkpoints), use_cpu),
-        train_dataset=Dataset.from_list(records), processing_class=tokenizer, callbacks=callbacks,
-        peft_config=lora_config(recipe),
-    )
-    common.use_compact_progress(trainer)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    common.finish(paths, trainer, tokenizer, {
-        "stage": "grpo", "global_step": trainer.state.global_step, "train_seconds": round(time.time() - t0, 1),
-        "train_loss": result.training_loss, "plan": p,
-    })
-    print(f"done: {trainer.state.global_step} steps in {time.time() - t0:.0f}s; model in {paths.model}")
-    return 0
+    specs = [*(default_rewards(recipe, scale) if rewards is None else rewards), RewardSpec(monitor, 0.0)]
+    trainer = run.build_trainer(GRPOTrainer, grpo_args(recipe, str(run.paths.checkpoints), run.use_cpu), model,
+                                tokenizer, records, rewards=specs, log_extra=monitor.drain,
+                                callbacks=[*run.rating_validation(tokenizer), *callbacks])
+    return run.finish(trainer, tokenizer, run.train(trainer), plan=run.plan)

@@ -48,7 +48,7 @@ from typing import Any
 
 from reczero.config import R2ecRecipe
 from reczero.train import common
-from reczero.train.grpo import lora_config
+from reczero.train.common import lora_config
 
 log = logging.getLogger(__name__)
 

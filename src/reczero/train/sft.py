@@ -14,40 +14,35 @@ Choices:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reczero.config import SFTRecipe, warn_prompt_mismatch
+from reczero.config import SFTRecipe
 from reczero.data import schema
 from reczero.errors import DataError
+from reczero.io import read_jsonl
 from reczero.train import common
 
 log = logging.getLogger(__name__)
 
 
 def read_teacher_records(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Accepted records of a teacher JSONL and counts by status (a torn last line is ignored)."""
+    """Accepted records of a teacher JSONL and counts by status (a torn last line is skipped and counted)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: teacher data not found (run `reczero teacher ... --out {path}`)")
-    accepted, counts = [], {"accepted": 0, "rejected": 0, "unreadable": 0}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            counts["unreadable"] += 1
-            log.warning("%s:%d: unreadable line skipped", path, lineno)
-            continue
-        status = rec.get("status")
+    accepted, counts, unreadable = [], {"accepted": 0, "rejected": 0, "unreadable": 0}, []
+    for _, rec in read_jsonl(path, skipped=unreadable):
+        status = rec.get("status") if isinstance(rec, dict) else None
         if status == "accepted" and rec.get("completion"):
             accepted.append(rec)
             counts["accepted"] += 1
         else:
             counts["rejected"] += 1
+    counts["unreadable"] = len(unreadable)
     if not accepted:
         raise DataError(f"{path}: no accepted teacher records ({counts})")
     return accepted, counts
@@ -100,46 +95,19 @@ def plan(recipe: SFTRecipe) -> dict[str, Any]:
             "lora": recipe.use_lora, "template": recipe.template}
 
 
-def train_sft(recipe: SFTRecipe) -> int:
+def train_sft(recipe: SFTRecipe, *, callbacks: Sequence = ()) -> int:
     """`reczero train sft`: SFT on accepted teacher records; returns 0 on success."""
-    if recipe.dry_run:
-        common.print_plan("SFT", plan(recipe), dry_run=True)
+    run = common.TrainerRun.start(recipe, plan, stage="sft", title="SFT")
+    if run is None:
         return 0
-    paths, ckpt = common.prepare_run(recipe)
-    if paths.is_done():
-        print(f"{paths.root}: already finished; nothing to do")
-        return 0
-    common.print_plan("SFT", plan(recipe))
-
-    import torch
-    from datasets import Dataset
     from trl import SFTTrainer
 
-    from reczero.models import configure_threads, load_model
-    from reczero.train.grpo import lora_config
-
-    use_cpu = recipe.use_cpu or not torch.cuda.is_available()
-    model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
-    warn_prompt_mismatch(recipe, recipe.model)
-    configure_threads(recipe.threads, model)
+    model, tokenizer = run.load_model()
     tokenizer.padding_side = "right"  # training pads on the right; generation (validation) sets left itself
     records, counts = sft_records(recipe, tokenizer)
     log.info("teacher records: %s", counts)
-    scale = schema.rating_scale(recipe.data)
-    callbacks = [common.make_log_callback(paths)]
-    if recipe.eval_steps > 0:
-        callbacks.append(common.make_validation_callback(paths, recipe, tokenizer, scale=scale,
-                                                         max_new_tokens=recipe.max_completion_length))
-    trainer = SFTTrainer(model=model, args=sft_args(recipe, str(paths.checkpoints), use_cpu),
-                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-                         callbacks=callbacks, peft_config=lora_config(recipe))
-    common.use_compact_progress(trainer)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    trainer = run.build_trainer(SFTTrainer, sft_args(recipe, str(run.paths.checkpoints), run.use_cpu), model,
+                                tokenizer, records, callbacks=[*run.rating_validation(tokenizer), *callbacks])
+    result = run.train(trainer)
     tokenizer.padding_side = "left"
-    common.finish(paths, trainer, tokenizer, {
-        "stage": "sft", "global_step": trainer.state.global_step, "train_seconds": round(time.time() - t0, 1),
-        "train_loss": result.training_loss, "teacher_counts": counts,
-    })
-    print(f"done: {trainer.state.global_step} steps in {time.time() - t0:.0f}s; model in {paths.model}")
-    return 0
+    return run.finish(trainer, tokenizer, result, teacher_counts=counts)

@@ -32,13 +32,11 @@ xz and zstd files get a clear error instead of a million ``malformed_json`` reje
 
 * :func:`iter_line_bytes` — ``(line_number, bytes)``: the fast path of the JSON-lines readers (orjson
   parses bytes directly; decoding happens only when a line is not valid UTF-8).
-* :func:`open_lines` — ``(line_number, str)`` with undecodable bytes replaced (U+FFFD).
-* :func:`text_reader` — a text stream for ``csv`` readers, with the same truncation handling.
+* :func:`line_blocks` — blocks of whole lines, for readers that split lines themselves.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import zlib
@@ -231,61 +229,3 @@ def iter_line_bytes(path: Path, rejects: RejectLog, stream: str, blank: bool = F
             lineno += 1
             if blank or (line and not line.isspace()):
                 yield lineno, line
-
-
-def open_lines(path: Path, rejects: RejectLog, stream: str, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` for each non-empty line (1-based numbers), stripped.
-
-    Undecodable bytes are replaced (U+FFFD) rather than dropping the record. A truncated gzip
-    stream ends the iteration after the last complete line and is recorded in
-    ``rejects.truncated``; the incomplete last line is counted and rejected as ``truncated``.
-    """
-    for lineno, line in iter_line_bytes(path, rejects, stream):
-        yield lineno, line.decode(encoding, errors="replace").strip()
-
-
-class _BlockStream(io.RawIOBase):
-    """A readable binary stream over an iterator of byte blocks."""
-
-    def __init__(self, blocks: Iterator[bytes]):
-        self._blocks = blocks
-        self._buf = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:
-        while not self._buf:
-            block = next(self._blocks, None)
-            if block is None:
-                return 0
-            self._buf = memoryview(block)
-        n = min(len(target), len(self._buf))
-        target[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
-def text_reader(path: Path, encoding: str = "utf-8", rejects: RejectLog | None = None,
-                stream: str = "interactions") -> io.TextIOBase:
-    """A text stream over a plain or gzip file (for csv readers), undecodable bytes replaced.
-
-    With ``rejects``, a truncated gzip ends the stream after its last complete line and the
-    incomplete tail is counted and rejected (``stream`` names its count); without, it raises
-    :class:`DataError` when reached.
-    """
-    raw = _BlockStream(line_blocks(Path(path), rejects, stream))
-    return io.TextIOWrapper(io.BufferedReader(raw, READ_BYTES), encoding=encoding, errors="replace", newline="")
-
-
-def _blocks_or_error(path: Path) -> Iterator[bytes]:
-    try:
-        yield from _raw_blocks(path)
-    except _Truncated as err:
-        raise DataError(f"{path}: {err}; the file is truncated or damaged") from None
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    """A binary stream of the file's content, gunzipped when it is gzip; damage raises :class:`DataError`."""
-    _check_file(Path(path))
-    return io.BufferedReader(_BlockStream(_blocks_or_error(Path(path))), READ_BYTES)
