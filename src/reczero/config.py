@@ -59,17 +59,52 @@ class SampleOptions:
     min_history: int = opt(0, "Drop target interactions whose user has fewer earlier interactions than this.")
     min_user: int = opt(0, "k-core filter: keep users with at least this many interactions (0 = off).")
     min_item: int = opt(0, "k-core filter: keep items with at least this many interactions (0 = off).")
+    item_filter: str | None = opt(None, "Drop items by the R2ec reference's rules (needs item metadata; each dropped item is "
+                                  "listed in rejects.jsonl with its reason, its interactions are rejected as unknown_item): "
+                                  "'r2ec' = no title (no_title), a title of at most 1 character (title_too_short) or of "
+                                  "more than 20 words (title_too_long), HTML in the raw title (html_in_title); "
+                                  "'r2ec-price' = those and a price that is missing or not a number (bad_price), as the "
+                                  "reference did, which also drops every review of such an item.",
+                                  choices=["r2ec", "r2ec-price"])
+    since: str | None = opt(None, "Time window: keep interactions from this UTC day on (YYYY-MM-DD, inclusive); the "
+                            "others are rejected as out_of_window. The window is applied after the k-core filter, "
+                            "which counts the whole dump.")
+    until: str | None = opt(None, "Time window: keep interactions up to the end of this UTC day (YYYY-MM-DD, inclusive); "
+                            "later ones are rejected as out_of_window.")
+    window_min_items: int = opt(0, "With --since: while fewer than this many distinct items remain in the window, move "
+                                "its start back 3 months (the R2ec reference's rule; it stops once the window holds "
+                                "every interaction before its end). The final window is in the manifest (0 = off).")
     split: str = opt("temporal", "Split: 'temporal' (one global time cut, ratios from --split-ratios) or 'leave-last' (per user: last -> test, second last -> valid).", choices=["temporal", "leave-last"])
     split_ratios: str = opt("0.8,0.1,0.1", "Train,valid,test fractions of the temporal split (by interaction time).")
     max_samples: str | None = opt(None, "Cap samples per split, e.g. 'train=5000,valid=500,test=1000' (deterministic under --seed).")
     seed: int = opt(0, "Random seed (sampling caps, synthetic world).")
 
     def __post_init__(self) -> None:
-        for name in ("history", "item_history", "snippet_chars", "min_history", "min_user", "min_item"):
+        for name in ("history", "item_history", "snippet_chars", "min_history", "min_user", "min_item", "window_min_items"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.parsed_split_ratios()
         self.parsed_max_samples()
+        since, until = self.parsed_day("since"), self.parsed_day("until")
+        if since and until and since > until:
+            raise ConfigError(f"--since {self.since} is after --until {self.until}")
+        if self.window_min_items and not since:
+            raise ConfigError("--window-min-items moves the window's start back: it needs --since")
+
+    def parsed_day(self, name: str):
+        """The ``datetime.date`` of the YYYY-MM-DD field ``name`` (None when unset)."""
+        import datetime
+        import re
+
+        value = getattr(self, name)
+        if value is None:
+            return None
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                raise ValueError
+            return datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"--{name} {value!r}: expected a date YYYY-MM-DD, e.g. 2022-10-01") from None
 
     def parsed_split_ratios(self) -> tuple[float, float, float]:
         try:

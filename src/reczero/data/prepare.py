@@ -21,6 +21,10 @@ What this command chose, and why:
   for the file, or zero records raise :class:`DataError` naming the file (the CLI prints one line,
   exit 2). An existing dataset is replaced only with ``--overwrite``, and only our own files are
   removed from ``OUT``.
+* **Dump filters** (``--item-filter``, ``--since``/``--until``/``--window-min-items``, the R2ec
+  reference's Amazon 2023 preparation) run in :func:`~reczero.data.samples.write_prepared` for every
+  source; :mod:`reczero.data.filters` says what they do. ``--item-filter`` without item metadata
+  is refused before anything is read.
 * **Rating scale**: none for an input without ratings (the source's ``has_ratings`` is False:
   ``sequences``, ``recbole`` without a rating field): the dataset is then implicit, and ``--scale``
   is refused rather than ignored. Otherwise ``--scale lo,hi[,step]`` if given, else the source's
@@ -76,6 +80,8 @@ def prepare(cfg: PrepareConfig) -> int:
     meta = Path(cfg.meta) if cfg.meta else source.default_meta(inp, **options)
     if meta is not None and not meta.exists():
         raise DataError(f"{meta}: item metadata file not found (--meta)")
+    if cfg.item_filter and (meta is None or source.read_items is None):
+        raise DataError(f"--item-filter {cfg.item_filter} needs item metadata: give --meta (source {source.name!r})")
     out = Path(cfg.out)
     clear_output(out, cfg.overwrite)
     spill = out / SPILL
@@ -94,7 +100,7 @@ def prepare(cfg: PrepareConfig) -> int:
                                 f"(see {out / S.REJECTS})")
             items = None
             if meta is not None and source.read_items is not None:
-                items, _ = collect(source.read_items(meta, rejects, **options), spill / S.ITEMS, S.ITEMS_SCHEMA,
+                items, _ = collect(source.read_items(meta, rejects, **options), spill / S.ITEMS, None,
                                    f"{cfg.source} items")
             inputs = digests.result()
         for record in inputs:
@@ -141,11 +147,12 @@ def clear_output(out: Path, overwrite: bool) -> None:
     shutil.rmtree(out / SPILL, ignore_errors=True)
 
 
-def collect(batches: Iterable[pa.RecordBatch], path: Path, schema: pa.Schema,
+def collect(batches: Iterable[pa.RecordBatch], path: Path, schema: pa.Schema | None,
             what: str) -> tuple[list[pa.RecordBatch] | Path, int]:
     """A reader's batches (with a progress bar), held in memory while they total at most
     ``IN_MEMORY_BYTES``; past that, those held and all that follow are spilled to the Parquet file
-    ``path`` as they come, and ``path`` is returned. Also returns the number of rows."""
+    ``path`` (in ``schema``; None: the batches' own, e.g. items with or without the item filter's
+    check columns) as they come, and ``path`` is returned. Also returns the number of rows."""
     from tqdm import tqdm
 
     held: deque[pa.RecordBatch] = deque()
@@ -168,7 +175,8 @@ def collect(batches: Iterable[pa.RecordBatch], path: Path, schema: pa.Schema,
                         if batch.num_rows:
                             bar.update(batch.num_rows)
                             yield pa.Table.from_batches([batch])
-                n = write_parquet(path, schema, tables(), compression="none", dictionary=SPILL_DICTIONARY)
+                n = write_parquet(path, schema or held[0].schema, tables(), compression="none",
+                                  dictionary=SPILL_DICTIONARY)
                 return path, n
     return list(held), n
 
@@ -191,6 +199,10 @@ def summary(manifest: dict[str, Any], out: Path, seconds: float) -> str:
     lines = [f"prepared {out}{kind}: {counts['read']:,} read, {counts['kept']:,} kept, rejected: {rejected}",
              f"  users {manifest['n_users']:,}, items {manifest['n_items']:,}; samples: {splits}",
              f"  {seconds:.1f} s ({rate:,.0f} records/s)"]
+    if window := manifest.get("window"):
+        moved = f", start moved back {window['moved_back_months']} months" if window["moved_back_months"] else ""
+        lines.append(f"  window {window['since'] or '...'} to {window['until'] or '...'}{moved}: "
+                     f"{window['items']:,} items, {window['out_of_window']:,} interactions outside")
     if manifest["truncated"]:
         lines.append(f"  truncated input (every complete record kept): {', '.join(manifest['truncated'])}")
     return "\n".join(lines)

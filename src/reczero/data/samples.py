@@ -14,10 +14,13 @@ This is the one place that builds prepared datasets: ``data prepare`` (real dump
   the rows with their text cost ~2x the CPU at 1M reviews; it remains the out-of-core path).
 * **Every interaction is kept or rejected with one reason**, checked in this order:
   ``missing_field`` (null/empty user, item, rating or time), ``bad_rating`` (outside the scale),
-  ``unknown_item`` (an item table was given and lacks the item), then ``duplicate`` (same
-  (user, item) among the valid ones; the earliest by (timestamp, input order) is kept), then
-  ``filtered`` (k-core ``min_user``/``min_item``, iterated to a fixed point). Item records are
-  checked the same way (``missing_field``, ``duplicate`` item id: the first is kept).
+  ``unknown_item`` (an item table was given and lacks the item, or ``--item-filter`` dropped it),
+  then ``duplicate`` (same (user, item) among the valid ones; the earliest by (timestamp, input
+  order) is kept), then ``filtered`` (k-core ``min_user``/``min_item``, iterated to a fixed point),
+  then ``out_of_window`` (``--since``/``--until``, see :mod:`reczero.data.filters`). Item records are
+  checked the same way (``missing_field``, ``duplicate`` item id: the first is kept), then by the
+  rules of ``--item-filter`` (:mod:`reczero.data.filters`), which may read the optional item
+  columns ``raw_title`` and ``price`` (:data:`~reczero.data.filters.ITEM_CHECK_FIELDS`).
 * **No leakage.** A target at time T sees only interactions with timestamp < T: counts and
   averages use a ``RANGE ... 1 PRECEDING`` frame over integer seconds, so same-second ties are
   excluded; histories are the last N of exactly those rows (see ``histories.py`` for how this
@@ -53,6 +56,8 @@ import pyarrow as pa
 from reczero import __version__
 from reczero.config import SampleOptions, save_config, to_dict
 from reczero.data import schema as S
+from reczero.data.filters import ITEM_CHECK_FIELDS, apply_window, item_rule_cases
+from reczero.data.filters import REJECT_DETAIL as FILTER_DETAIL
 from reczero.data.histories import (
     build_histories,
     choose_targets,
@@ -67,6 +72,7 @@ from reczero.errors import DataError
 log = logging.getLogger(__name__)
 
 Input = pa.Table | list[pa.RecordBatch] | str | Path
+ITEMS_INPUT = pa.schema([*S.ITEMS_SCHEMA, *ITEM_CHECK_FIELDS])   # item batches; the check columns optional
 
 INTERACTIONS_ZSTD_LEVEL = 1      # ~1.3x cheaper than level 3, ~3% larger
 IN_MEMORY_BYTES = 1 << 30         # a Parquet input up to this many bytes of columns is read into memory
@@ -76,10 +82,10 @@ DUCKDB_MEMORY_LIMIT = "1536MB"   # leaves room under the 3 GiB budget for Python
 REJECT_DETAIL = {
     "missing_field": "user, item, rating or timestamp is missing",
     "bad_rating": "rating outside the rating scale",
-    "unknown_item": "item id not in the item metadata",
+    "unknown_item": "item id not in the item metadata, or its item was dropped (see the items' rejects)",
     "duplicate": "(user, item) already seen earlier; the earliest is kept",
     "filtered": "removed by the k-core filter",
-}
+} | FILTER_DETAIL
 
 
 def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None,
@@ -89,7 +95,8 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
 
     ``interactions`` / ``items``: Arrow tables, lists of record batches or Parquet paths of
     ``INTERACTIONS_SCHEMA`` / ``ITEMS_SCHEMA`` (``items`` may be None or empty: items are then
-    synthesised from the interactions with empty text). A list is emptied: its batches are then
+    synthesised from the interactions with empty text; item batches may add the columns of
+    ``ITEM_CHECK_FIELDS`` for ``opts.item_filter``). A list is emptied: its batches are then
     held here alone, so their memory is freed as soon as they are no longer needed. ``rejects``
     already holds what the reader rejected (None: a new log is opened on
     ``out_dir/rejects.jsonl``); it is closed on return. ``inputs`` describe the raw
@@ -108,7 +115,7 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
         rows = _in_memory(interactions, S.INTERACTIONS_SCHEMA)    # read once: checks, interactions.parquet, histories
         del interactions
         n_rows = _register(con, "raw", rows, S.INTERACTIONS_SCHEMA)
-        n_item_rows = _register(con, "raw_items", _in_memory(items, S.ITEMS_SCHEMA), S.ITEMS_SCHEMA) if items is not None else 0
+        n_item_rows = _register(con, "raw_items", _in_memory(items, ITEMS_INPUT), ITEMS_INPUT) if items is not None else 0
         read = n_rows + sum(rejects.rejected["interactions"].values())
         items_read = n_item_rows + sum(rejects.rejected["items"].values())
         for stream, n in (("interactions", read), ("items", items_read)):
@@ -118,8 +125,8 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
         if scale is None and (rated := scalar(con, "SELECT count(rating) FROM raw")):
             raise DataError(f"{file}: {rated:,} interactions carry a rating, but the dataset is prepared as implicit "
                             f"(source {source!r} has no ratings)")
-        has_meta = _prepare_items(con, n_item_rows, rejects, file)
-        _flag_interactions(con, scale, has_meta, opts)
+        has_meta = _prepare_items(con, n_item_rows, rejects, file, opts.item_filter)
+        window = _flag_interactions(con, scale, has_meta, opts)
         _list_rejects(con, "st", "interactions", rejects, file)
         if not has_meta:
             con.execute("CREATE TABLE cat AS SELECT DISTINCT item_id, '' AS title, []::VARCHAR[] AS attributes, "
@@ -160,6 +167,7 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
                          "rejected": dict(rejects.rejected["items"])},
         "items_synthesised": 0 if has_meta else n_items,
         "truncated": list(rejects.truncated),
+        "window": window,
         "splits": splits,
         "targets_dropped": dropped,
         "n_users": n_users,
@@ -178,7 +186,8 @@ def write_prepared(out_dir: str | Path, interactions: Input, items: Input | None
 def _in_memory(data: Input, schema: pa.Schema) -> pa.Table | Path:
     """``data`` as an Arrow table of ``schema`` (its chunks as they come: ``_take`` reads across
     them), or as a Parquet path when it is a file of more than ``IN_MEMORY_BYTES`` of columns (every
-    stage then streams it). A list of batches is emptied."""
+    stage then streams it). A list of batches is emptied. Columns of ``ITEM_CHECK_FIELDS`` that
+    the input lacks are added as nulls."""
     if isinstance(data, list):
         table = pa.Table.from_batches(data) if data else schema.empty_table()
         data.clear()
@@ -196,9 +205,13 @@ def _in_memory(data: Input, schema: pa.Schema) -> pa.Table | Path:
         if size > IN_MEMORY_BYTES:
             log.info("%s: %.1f GB of columns: streamed from disk, sorted by DuckDB", path, size / 1e9)
             return path
-        _check_columns(pq.read_schema(path), schema, str(path))
-        table = pq.read_table(path, columns=schema.names, use_threads=False)   # threads: ~3x the CPU, no gain
+        have = pq.read_schema(path)
+        _check_columns(have, schema, str(path))
+        table = pq.read_table(path, columns=[n for n in schema.names if n in have.names],
+                              use_threads=False)   # threads: ~3x the CPU, no gain
     _check_columns(table.schema, schema, "input table")
+    for f in (f for f in schema if f.name not in table.schema.names):     # an optional check column
+        table = table.append_column(f, pa.nulls(table.num_rows, f.type))
     return table.select(schema.names).cast(schema)
 
 
@@ -266,7 +279,8 @@ def _register(con, name: str, data: pa.Table | Path, schema: pa.Schema) -> int:
 
         have = pq.read_schema(path)
         _check_columns(have, schema, str(path))
-        cols = ", ".join(f'CAST("{f.name}" AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
+        source = {f.name: f'"{f.name}"' if f.name in have.names else "NULL" for f in schema}   # NULL: a check column
+        cols = ", ".join(f'CAST({source[f.name]} AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
         con.execute(f"CREATE VIEW {name} AS SELECT {cols}, file_row_number AS _rid "
                     f"FROM read_parquet('{path.as_posix()}', file_row_number = true)")
     else:
@@ -279,9 +293,10 @@ def _register(con, name: str, data: pa.Table | Path, schema: pa.Schema) -> int:
 
 
 def _check_columns(have: pa.Schema, want: pa.Schema, where: str) -> None:
-    missing = [n for n in want.names if n not in have.names]
+    required = [n for n in want.names if n not in ITEM_CHECK_FIELDS.names]
+    missing = [n for n in required if n not in have.names]
     if missing:
-        raise DataError(f"{where}: missing columns {missing}; expected {want.names}")
+        raise DataError(f"{where}: missing columns {missing}; expected {required}")
 
 
 def _duck_type(tp: pa.DataType) -> str:
@@ -289,14 +304,18 @@ def _duck_type(tp: pa.DataType) -> str:
             pa.list_(pa.string()): "VARCHAR[]"}[tp]
 
 
-def _prepare_items(con, n_item_rows: int, rejects: RejectLog, file: str) -> bool:
-    """Table ``cat`` of kept items (first record per id); returns whether any item metadata was kept."""
+def _prepare_items(con, n_item_rows: int, rejects: RejectLog, file: str, item_filter: str | None) -> bool:
+    """Table ``cat`` of kept items (first record per id, passing ``item_filter``'s rules); returns
+    whether any item metadata was kept."""
     if n_item_rows == 0:
+        if item_filter is not None:
+            raise DataError(f"{file}: --item-filter {item_filter} needs item metadata (--meta), and none was read")
         return False
-    con.execute("""
+    con.execute(f"""
         CREATE TABLE it AS SELECT *,
           CASE WHEN item_id IS NULL OR item_id = '' THEN 'missing_field'
-               WHEN row_number() OVER (PARTITION BY item_id ORDER BY _rid) > 1 THEN 'duplicate' END AS reason
+               WHEN row_number() OVER (PARTITION BY item_id ORDER BY _rid) > 1 THEN 'duplicate'
+               {item_rule_cases(con, item_filter, file)} END AS reason
         FROM raw_items""")
     _list_rejects(con, "it", "items", rejects, file)
     con.execute("CREATE TABLE cat AS SELECT item_id, title, coalesce(attributes, []::VARCHAR[]) AS attributes, "
@@ -304,9 +323,10 @@ def _prepare_items(con, n_item_rows: int, rejects: RejectLog, file: str) -> bool
     return scalar(con, "SELECT count(*) FROM cat") > 0
 
 
-def _flag_interactions(con, scale: S.RatingScale | None, has_meta: bool, opts: SampleOptions) -> None:
+def _flag_interactions(con, scale: S.RatingScale | None, has_meta: bool, opts: SampleOptions) -> dict | None:
     """Table ``st`` (_rid, user_id, item_id, rating, timestamp, reason): reason NULL means kept.
-    Without a ``scale`` (implicit data) the rating is not checked."""
+    Without a ``scale`` (implicit data) the rating is not checked. Returns the manifest's
+    ``window`` (:func:`reczero.data.filters.apply_window`; None without ``--since``/``--until``)."""
     unknown = "WHEN c.item_id IS NULL THEN 'unknown_item'" if has_meta else ""
     missing_rating = "OR r.rating IS NULL" if scale is not None else ""
     bad_rating = (f"WHEN isnan(r.rating) OR r.rating < {scale.lo} OR r.rating > {scale.hi} THEN 'bad_rating'"
@@ -337,14 +357,17 @@ def _flag_interactions(con, scale: S.RatingScale | None, has_meta: bool, opts: S
         if n == 0:
             break
         log.info("k-core round %d: %d interactions filtered", rounds, n)
+    return apply_window(con, opts)
 
 
 def _list_rejects(con, table: str, stream: str, rejects: RejectLog, file: str) -> None:
     """Count and list every rejected row of ``table`` (reason not NULL) in the reject log."""
-    cols = "user_id, item_id, rating, timestamp" if stream == "interactions" else "item_id, title"
+    cols = "user_id, item_id, rating, timestamp" if stream == "interactions" else "item_id, title, raw_title, price"
     reader = con.sql(f"SELECT reason, _rid, {cols} FROM {table} WHERE reason IS NOT NULL ORDER BY _rid"
                      ).to_arrow_reader(BATCH_ROWS)
     for batch in reader:
         for row in batch.to_pylist():
             reason, rid = row.pop("reason"), row.pop("_rid")
+            if stream == "items":       # the check columns only where the source has them
+                row = {k: v for k, v in row.items() if v is not None or k not in ITEM_CHECK_FIELDS.names}
             rejects.reject(stream, file, None, reason, f"{REJECT_DETAIL[reason]} (record #{rid + 1} parsed)", row)

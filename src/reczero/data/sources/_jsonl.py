@@ -275,17 +275,21 @@ def _line_start(piece: bytes, k: int) -> int:
 def read_jsonl(path: Path, rejects: RejectLog, stream: str, row: Callable[[dict], tuple], *,
                source: str, expected: tuple[str, ...], scale: RatingScale | None = None,
                loose: Callable[[str], Any] | None = None, columns: ReviewColumns | None = None,
-               vectorised: bool = True, line_numbers: bool = False) -> Iterator[pa.RecordBatch]:
+               vectorised: bool = True, line_numbers: bool = False,
+               item_fields: pa.Schema | None = None) -> Iterator[pa.RecordBatch]:
     """Yield RecordBatches of one JSON-lines file.
 
     ``stream`` is ``"interactions"`` (INTERACTIONS_SCHEMA; ratings are checked against ``scale``;
-    ``columns`` enables the vectorised path) or ``"items"`` (ITEMS_SCHEMA; repeated item ids are
+    ``columns`` enables the vectorised path) or ``"items"`` (ITEMS_SCHEMA, then ``item_fields`` when
+    ``row`` returns more, e.g. the item filter's ``ITEM_CHECK_FIELDS``; repeated item ids are
     rejected as ``duplicate_item``). ``vectorised=False`` forces the line loop (for tests).
     ``line_numbers=True`` appends a ``line`` column (int64, 1-based source line of each row), so that
     later stages can name the line of a record they drop.
     """
     path = Path(path)
     schema = INTERACTIONS_SCHEMA if stream == "interactions" else ITEMS_SCHEMA
+    if item_fields is not None and stream == "items":
+        schema = pa.schema([*schema, *item_fields])
     if line_numbers:
         schema = schema.append(pa.field(LINE, pa.int64()))
     items = stream == "items"
@@ -382,8 +386,10 @@ def _wrong_source(path: Path, source: str, stream: str, expected: tuple[str, ...
 
 def make_readers(name: str, review_row: Callable[[dict], tuple], meta_row: Callable[[dict], tuple], *,
                  review_fields: tuple[str, ...], meta_fields: tuple[str, ...], columns: ReviewColumns,
-                 default_scale: RatingScale, loose: Callable[[str], Any] | None = None):
-    """The two reader functions of the source contract for a JSON-lines format (one per source module)."""
+                 default_scale: RatingScale, loose: Callable[[str], Any] | None = None,
+                 item_fields: pa.Schema | None = None):
+    """The two reader functions of the source contract for a JSON-lines format (one per source module).
+    ``item_fields``: the columns that ``meta_row`` returns after the ITEMS_SCHEMA ones, if any."""
 
     def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = default_scale,
                           vectorised: bool = True, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
@@ -396,6 +402,6 @@ def make_readers(name: str, review_row: Callable[[dict], tuple], meta_row: Calla
     def read_items(path: Path, rejects: RejectLog, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:
         """Item metadata, one record per line."""
         return read_jsonl(path, rejects, "items", meta_row, source=name, expected=meta_fields, loose=loose,
-                          line_numbers=line_numbers)
+                          line_numbers=line_numbers, item_fields=item_fields)
 
     return read_interactions, read_items

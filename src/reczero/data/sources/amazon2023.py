@@ -10,10 +10,16 @@ Meta: ``title``; attributes from ``main_category`` and ``categories`` (deduplica
 ``store: X``; description from ``description`` (a list of paragraphs) followed by ``features``,
 cleaned of HTML and bounded. ``average_rating`` and ``rating_number`` are deliberately left out:
 they summarise every review in the dump, including those the model will be asked to predict.
+
+For ``--item-filter`` (the R2ec reference's item rules, :mod:`reczero.data.filters`) each item also
+carries the optional check columns: ``raw_title``, the title as the dump holds it where cleaning
+changed it (so that HTML in it is still seen; at most ``RAW_TITLE_CHARS``), and ``price`` as text
+(a number, a string such as ``"$5"`` or ``"None"``, null when absent), which the filter alone reads.
 """
 
 from __future__ import annotations
 
+from reczero.data.filters import ITEM_CHECK_FIELDS
 from reczero.data.schema import RatingScale
 from reczero.data.sources._fields import (
     MAX_TITLE_CHARS,
@@ -34,6 +40,7 @@ DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
 REVIEW_FIELDS = ("user_id", "parent_asin", "rating", "timestamp")
 COLUMNS = ReviewColumns("user_id", "parent_asin", "rating", "timestamp", "text", "title", per_second=1000)
 META_FIELDS = ("parent_asin",)
+RAW_TITLE_CHARS = 2_000          # enough to see a tag; a page of junk is not kept whole
 
 
 def review_row(obj: dict) -> tuple:
@@ -48,11 +55,15 @@ def review_row(obj: dict) -> tuple:
 def meta_row(obj: dict) -> tuple:
     if "parent_asin" not in obj:
         raise Rejected("missing_field", "no 'parent_asin'")
-    return (ident(obj["parent_asin"], "parent_asin"), clean_text(obj.get("title"), MAX_TITLE_CHARS),
+    raw, price = obj.get("title"), obj.get("price")
+    title = clean_text(raw, MAX_TITLE_CHARS)
+    return (ident(obj["parent_asin"], "parent_asin"), title,
             attributes(obj.get("main_category"), obj.get("categories"), labelled("store", obj.get("store"))),
-            describe(obj.get("description"), obj.get("features")))
+            describe(obj.get("description"), obj.get("features")),
+            raw[:RAW_TITLE_CHARS] if type(raw) is str and raw != title else None,     # raw_title
+            None if price is None else str(price))                                   # price
 
 
 read_interactions, read_items = make_readers(
     NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
-    default_scale=DEFAULT_SCALE)
+    default_scale=DEFAULT_SCALE, item_fields=ITEM_CHECK_FIELDS)
