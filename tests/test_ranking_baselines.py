@@ -224,7 +224,9 @@ def test_ml_latest_small_leave_last(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (ML / "ratings.csv").is_file(), reason="ml-latest-small is not in ../shared/data")
-def test_ml_latest_small_sasrec_two_epochs(tmp_path):
+def test_ml_latest_small_sasrec_two_epochs(tmp_path, request):
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("slow (minutes on 2 CPU cores): run with -m slow")   # the marker's documented meaning
     data = tmp_path / "ml"
     assert cli.main(["-q", "data", "prepare", "--source", "movielens", "--input", str(ML), "--out", str(data),
                      "--split", "leave-last", "--history", "50"]) == 0
