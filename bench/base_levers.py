@@ -11,7 +11,7 @@ and the greedy answers (MAE, correlation, distinct ratings) beside the constants
 Build the bases first, e.g. on the full demo's world (``reczero data synth`` with the
 ``data:`` section of ``configs/cpu/demo-full.yaml``)::
 
-    reczero base --data DATA --out B1 --pretrain-epochs 1.5 --warmup-steps 120 --eval-samples 200 --no-rating-lists --rating-weight 1
+    reczero base --data DATA --out B1 --pretrain-epochs 1.5 --format-warmup-steps 120 --eval-samples 200 --no-rating-lists --rating-weight 1
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-LEVERS = ("size", "pretrain_epochs", "warmup_steps", "rating_weight", "rating_lists", "number_tokens", "slot_target",
+LEVERS = ("size", "pretrain_epochs", "format_warmup_steps", "rating_weight", "rating_lists",
           "prompt_history", "prompt_item_reviews", "prompt_snippet_chars")
 SECTION = "## base levers"
 
@@ -66,7 +66,8 @@ def sensitivity(base: Path) -> tuple[float, float]:
 def cell(m: dict | None) -> str:
     if not m:
         return "–"
-    return f"{m['mae']:.3f} / {m['correlation']:.2f} / {m['distinct']}"
+    corr = "–" if m.get("correlation") is None else f"{m['correlation']:.2f}"   # None: constant predictions
+    return f"{m['mae']:.3f} / {corr} / {m['distinct']}"
 
 
 def table(bases: list[Path]) -> str:

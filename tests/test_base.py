@@ -96,9 +96,8 @@ def test_quoting_warmup_copies_prompt_lines_and_computes_nothing(dataset):
     samples = [s for s in schema.load_split(dataset, "train").to_dict("records") if s["user_history"] is not None
                and len(s["user_history"]) and s["item_history"] is not None and len(s["item_history"])]
     assert samples
-    for sample, (before, rating, _after) in zip(
-            samples, corpus.warmup_answers(samples, ["structured"] * len(samples), scale, random.Random(0), "quote"),
-            strict=True):
+    for sample, (before, rating, _after) in zip(samples, corpus.warmup_answers(samples, "structured", scale),
+                                                strict=True):
         prompt = build_messages(sample, opts, None, scale)[1]["content"]
         steps = dict(re.findall(r"<(analyze user|analyze item|match)>(.*?)</\1>", before))
         user_line, item_line = steps["analyze user"].rstrip("."), steps["analyze item"].split(". ")[0]
@@ -107,11 +106,6 @@ def test_quoting_warmup_copies_prompt_lines_and_computes_nothing(dataset):
         u, i = user_line.split()[2], item_line.split()[2]
         assert steps["match"] == f"user {u}, item {i}."                  # the same numbers again, no sum
         assert rating == str(int(sample["rating"]))
-    # "quote-analyses" quotes in the analyses only; an unknown mode is refused.
-    before, _, _ = corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0), "quote-analyses")[0]
-    assert "<match>Weighing the history against" in before and "User average: " in before
-    with pytest.raises(ValueError, match="quote-analyses"):
-        corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0), "copy")
 
 
 def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
@@ -124,7 +118,7 @@ def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
     opts, scale = BaseConfig(data=str(dataset), out="x"), schema.RatingScale(1, 5)
     tokenizer = train_tokenizer(corpus.pretraining_documents(dataset, opts), 400, scale=scale)
     samples = schema.load_split(dataset, "train").to_dict("records")
-    before, rating, after = corpus.warmup_answers(samples[:1], ["structured"], scale, random.Random(0))[0]
+    before, rating, after = corpus.warmup_answers(samples[:1], "structured", scale)[0]
     assert rating == str(int(samples[0]["rating"])) and before.endswith("<rate>") and after == "</rate>"
     prompt = "<|im_start|>user\nHow will this user rate the target item?<|im_end|>\n<|im_start|>assistant\n"
     check_pieces(tokenizer, prompt, before, rating, after)
@@ -138,28 +132,23 @@ def test_warmup_labels_mask_the_prompt_and_the_rating(dataset):
     learned = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label >= 0])
     assert learned == before + after + "<|im_end|>"
 
-    # The slot's loss is -log P(any rating): allowing only the true rating costs more.
+    # The slot costs the cross-entropy to its soft target (the model's own prior over the grid): a
+    # one-hot target on the true rating costs exactly the plain next-token loss with the rating as label,
+    # and the targets map to the grid's order.
     model = new_model(qwen2_config("tiny", vocab_size=len(tokenizer), tokenizer=tokenizer), tokenizer)
     grid = grid_token_ids(tokenizer, scale)
-    batch = next(warmup_batches([(ids, labels)], 1, 1, tokenizer.pad_token_id, 0, grid))
+    true_id = ids[rate_pos + 1]
+    other = next(t for t in grid if t != true_id)
     with torch.no_grad():
-        any_rating = float(batch_loss(model, batch))
-        batch["rating_tokens"] = torch.tensor([ids[rate_pos + 1]])
-        true_rating = float(batch_loss(model, batch))
-    assert true_rating > any_rating
-
-    # With soft slot targets (the model's own prior), the slot costs the cross-entropy to them:
-    # a one-hot target on the true rating costs exactly what allowing only that rating costs.
-    onehot = torch.tensor([[float(t == ids[rate_pos + 1]) for t in grid]])
-    batch = next(warmup_batches([(ids, labels)], 1, 1, tokenizer.pad_token_id, 0, grid, onehot.numpy()))
-    with torch.no_grad():
-        assert float(batch_loss(model, batch)) == pytest.approx(true_rating, rel=1e-5)
-        other = next(t for t in grid if t != ids[rate_pos + 1])         # ... and targets map to the grid's order
-        batch["slot_targets"] = torch.tensor([[float(t == other) for t in grid]])
-        soft_other = float(batch_loss(model, batch))
+        for target in (true_id, other):
+            onehot = torch.tensor([[float(t == target) for t in grid]])
+            batch = next(warmup_batches([(ids, labels)], 1, 1, tokenizer.pad_token_id, 0, grid, onehot.numpy()))
+            plain = [target if label == SLOT else label for label in labels]
+            expected = model(input_ids=torch.tensor([ids]), labels=torch.tensor([plain])).loss
+            assert float(batch_loss(model, batch)) == pytest.approx(float(expected), rel=1e-5)
         del batch["slot_targets"]
-        batch["rating_tokens"] = torch.tensor([other])
-        assert soft_other == pytest.approx(float(batch_loss(model, batch)), rel=1e-5)
+        with pytest.raises(ValueError, match="slot_targets"):       # a slot without a target is a bug, not a default
+            batch_loss(model, batch)
 
 
 def test_prior_texts_and_their_product_of_experts(dataset):
@@ -189,7 +178,7 @@ def test_reczero_base_builds_a_loadable_model(dataset, tmp_path):
 
     out = tmp_path / "base"
     rc = cli.main(["base", "--data", str(dataset), "--out", str(out), "--size", "tiny", "--vocab-size", "400",
-                   "--pretrain-epochs", "2", "--warmup-steps", "3", "--batch-size", "4", "--seq-len", "64",
+                   "--pretrain-epochs", "2", "--format-warmup-steps", "3", "--batch-size", "4", "--seq-len", "64",
                    "--eval-samples", "4"])
     assert rc == 0
     for name in ("config.json", "README.md", "config.yaml", "log.jsonl", "tokenizer.json"):
@@ -215,3 +204,47 @@ def test_reczero_base_builds_a_loadable_model(dataset, tmp_path):
 def test_base_needs_data_and_out(capsys):
     assert cli.main(["base", "--out", "x"]) == 2
     assert "--data is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"batch_size": 0}, "batch_size >= 1"), ({"seq_len": 8}, "seq_len >= 16"), ({"vocab_size": 100}, "vocab_size >= 256"),
+    ({"format_warmup_steps": -1}, "format_warmup_steps must be >= 0"), ({"pretrain_epochs": -0.5}, "pretrain_epochs"),
+    ({"eval_samples": -1}, "eval_samples"), ({"pretrain_lr": 0.0}, "pretrain_lr must be > 0"),
+    ({"format_warmup_lr": -1e-3}, "format_warmup_lr"), ({"rating_weight": 0.0}, "rating_weight"),
+])
+def test_base_config_is_validated(flags, message):
+    from reczero.config import ConfigError, resolve
+
+    with pytest.raises(ConfigError, match=message):
+        resolve(BaseConfig, None, {"data": "d", "out": "o", **flags})
+    assert resolve(BaseConfig, None, {"data": "d", "out": "o"}).format_warmup_steps == 100     # the defaults pass
+
+
+def test_lost_levers_are_gone_and_recipes_load():
+    """Options of experiments that lost are no flags any more; the shipped base recipes still load."""
+    from pathlib import Path
+
+    from reczero.config import ConfigError, fields_of, load_yaml, resolve
+
+    for name in ("warmup_steps", "warmup_lr", "warmup_analyses", "number_tokens", "slot_target"):
+        assert name not in fields_of(BaseConfig)
+    with pytest.raises(ConfigError, match="did you mean 'format_warmup_steps'"):
+        resolve(BaseConfig, None, {"data": "d", "out": "o"}, ["warmup_steps=3"])
+    configs = Path(__file__).resolve().parents[1] / "src" / "reczero" / "configs" / "cpu"
+    assert resolve(BaseConfig, configs / "base-recworld.yaml").format_warmup_steps == 420
+    for demo in ("demo-full.yaml", "demo-quick.yaml"):
+        resolve(BaseConfig, None, {**load_yaml(configs / demo)["base"], "data": "d", "out": "o"})
+
+
+def test_probe_scores_unparsable_answers_at_the_stated_fallback():
+    from reczero.models.probe import summarise
+    from reczero.predictions import fallback_prediction
+
+    samples = [{"user_avg": 4.0, "item_avg": 2.0}, {"user_avg": None, "item_avg": 2.0}, {"user_avg": None, "item_avg": None}]
+    fallbacks = [fallback_prediction(s, 3.0)[0] for s in samples]
+    assert fallbacks == [4.0, 2.0, 3.0]                      # user average, else item average, else training mean
+    out = summarise([None, None, 5.0], [5.0, 1.0, 5.0], fallbacks)
+    assert out["mae"] == pytest.approx((1 + 1 + 0) / 3) and out["parse_rate"] == pytest.approx(1 / 3)
+    assert out["distinct"] == 1 and out["spread"] == 0.0
+    assert summarise([3.0, 3.0], [1.0, 5.0], [0.0, 0.0])["correlation"] is None     # constant: undefined, not 0
+    assert summarise([1.0, 5.0, 3.0], [1.0, 5.0, 3.0], [0, 0, 0])["correlation"] == pytest.approx(1.0)

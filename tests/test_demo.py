@@ -35,7 +35,7 @@ MICRO = {
     "data": {"users": 40, "items": 24, "max_samples": "valid=16,test=12"},
     "baselines": ["global", "median", "user", "mf"],
     "baseline": {},
-    "base": {"size": "tiny", "pretrain_epochs": 0.05, "warmup_steps": 2, "batch_size": 4, "seq_len": 128,
+    "base": {"size": "tiny", "pretrain_epochs": 0.05, "format_warmup_steps": 2, "batch_size": 4, "seq_len": 128,
              "eval_samples": 4, "vocab_size": 600},
     "reczero": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2, "max_completion_length": 8,
                 "eval_steps": 0, "max_prompt_tokens": 256, "learning_rate": 1e-3},

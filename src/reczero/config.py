@@ -200,29 +200,32 @@ class BaseConfig(PromptOptions):
     vocab_size: int = opt(4096, "Tokenizer vocabulary size (byte-level BPE trained on the dataset's text).")
     pretrain_epochs: float = opt(1.0, "Passes over the pretraining documents (loss on every token).")
     pretrain_lr: float = opt(3e-3, "Pretraining peak learning rate.")
-    warmup_steps: int = opt(100, "Format warm-up steps (four-tag answers whose steps quote the prompt; rating kept out of the loss).")
-    warmup_lr: float = opt(3e-3, "Format warm-up learning rate.")
-    warmup_analyses: str = opt("quote", "What the warm-up answers' steps say: 'quote' = they quote this sample's prompt "
-                               "(its average lines, the item's attributes and quality word, the two averages again "
-                               "in <match>): reading, never a sum, a stance or the rating; 'quote-analyses' = the "
-                               "analyses quote, <match> says nothing; 'other' = every step describes another sample "
-                               "(the format only; the default before 2026-11-23).",
-                               choices=["quote", "quote-analyses", "other"])
+    format_warmup_steps: int = opt(100, "Format warm-up steps: real prompts answered in four tagged steps that quote the "
+                                   "prompt (its average lines, the item's attributes and quality word, the two averages "
+                                   "again in <match>); at the rating's position the target is the model's own rating "
+                                   "prior, never the true rating (0: no warm-up).")
+    format_warmup_lr: float = opt(3e-3, "Format warm-up peak learning rate.")
     rating_weight: float = opt(10.0, "Pretraining loss weight of a rating token (after \"rated \") relative to other "
                                "tokens (ratings are ~3%% of the text; 1 = plain language modelling).")
     rating_lists: bool = opt(True, "Also pretrain on the user and item pages without their review text (ratings lists): "
                              "many more (average, rating) pairs per token for a tiny model.")
-    number_tokens: str = opt("averages", "How the tokenizer writes averages: 'averages' = each one-decimal average is one "
-                             "token (\"3.7\"); 'digits' = digit by digit (\"3\", \".\", \"7\"), so an average's "
-                             "leading digit is the very token of a rating.", choices=["averages", "digits"])
-    slot_target: str = opt("prior", "What the warm-up teaches at the rating's position: 'prior' = the model's own rating "
-                           "prior read in the pretraining layout (self-distillation, never the true rating); 'any' = "
-                           "only that some rating goes there.", choices=["prior", "any"])
     batch_size: int = opt(16, "Sequences per optimisation step.")
     seq_len: int = opt(512, "Pretraining sequence length (documents are packed).")
     eval_samples: int = opt(64, "Validation samples on which the base is measured (read-off and greedy MAE, format rate; 0: skip).")
     threads: int = opt(0, "CPU threads for torch (0: one thread for --size tiny, where more only add overhead; torch's default otherwise).")
     seed: int = opt(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        require(self, "data", "out")
+        if self.vocab_size < 256 or self.batch_size < 1 or self.seq_len < 16:
+            raise ConfigError(f"need vocab_size >= 256 (the byte alphabet), batch_size >= 1 and seq_len >= 16; got "
+                              f"vocab_size={self.vocab_size}, batch_size={self.batch_size}, seq_len={self.seq_len}")
+        for name in ("pretrain_epochs", "format_warmup_steps", "eval_samples", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("pretrain_lr", "format_warmup_lr", "rating_weight"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass

@@ -10,17 +10,17 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
    ``--rating-weight`` times (default 10). It is never shown a validation or test target. Both
    defaults are measured levers (``bench/base_levers.py``, RESULTS.md "base levers"): without them
    the tiny model's rating prior correlated 0.12–0.19 with the truth, with them 0.35.
-3. **Format warm-up**: real prompts with four-tag answers whose steps, by default
-   (``--warmup-analyses quote``), *quote* the sample's own prompt — its two average lines, the
-   item's attributes and quality word, the two averages again in ``<match>`` — and compute nothing:
-   reading, which every pretrained instruct model can do and the tiny base could not (students
-   distilled from a base warmed up on another sample's steps quoted the user's average right 8% of
-   the time, 92% from this one; RESULTS.md). Never a sum, a stance or the rating: the prompt carries
-   no loss; at the rating's position the target is the model's *own* prior read in the pretraining
-   layout (user page and item page combined, ``--slot-target prior``), or only "some rating"
-   (``any``) — never the true rating; each step also replays pretraining text. A warm-up with
-   random ratings *in* the loss erased the prior in a trial here (read-off MAE 0.55 -> 2.18). What
-   does not work yet: the slot keeps only part of the prior and greedy answers are near the median.
+3. **Format warm-up** (``--format-warmup-steps``): real prompts with four-tag answers whose steps
+   *quote* the sample's own prompt — its two average lines, the item's attributes and quality word,
+   the two averages again in ``<match>`` — and compute nothing: reading, which every pretrained
+   instruct model can do and the tiny base could not (students distilled from a base warmed up on
+   another sample's steps quoted the user's average right 8% of the time, 92% from this one;
+   RESULTS.md). Never a sum, a stance or the rating: the prompt carries no loss; at the rating's
+   position the target is the model's *own* prior read in the pretraining layout (user page and
+   item page combined) — never the true rating; each step also replays pretraining text. A warm-up
+   with random ratings *in* the loss erased the prior in a trial here (read-off MAE 0.55 -> 2.18).
+   What does not work yet: the slot keeps only part of the prior and greedy answers are near the
+   median.
    One template (``--template``) only: a tiny model warmed up on a mix of templates did not learn
    which one its system prompt asked for; build one base per template for the ablations.
 4. **Measured and described**: the rating prior read off in the pretraining layout (user page,
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reczero.config import ConfigError, require, save_config
+from reczero.config import BaseConfig, save_config
 from reczero.data import schema
 from reczero.models import corpus, probe
 from reczero.models.card import write_model_card
@@ -54,6 +54,7 @@ from reczero.models.pretrain import (
 )
 from reczero.models.tiny import count_parameters, new_model, qwen2_config
 from reczero.models.tokenizer import save_tokenizer, train_tokenizer
+from reczero.predictions import fallback_prediction
 from reczero.prompts import TEMPLATE_TAGS, build_messages, system_prompt
 
 log = logging.getLogger(__name__)
@@ -77,19 +78,19 @@ def _prior(model, tokenizer, cfg, scale, samples, marginal) -> dict[str, Any]:
     return {"user": user, "item": item, "both": probe.prior_of_experts(user, item, marginal)}
 
 
-def _measure(model, tokenizer, cfg, scale, samples, answers, fallback, marginal, slot: bool = True) -> dict[str, Any]:
+def _measure(model, tokenizer, cfg, scale, samples, answers, fallbacks, marginal, slot: bool = True) -> dict[str, Any]:
     """Read-offs on validation samples: in the pretraining layout ("prior": user page, item page and
     both combined) and at ``<rate>`` ("slot")."""
     targets = [float(s["rating"]) for s in samples]
     grid = probe.rating_grid(scale)
     prior = _prior(model, tokenizer, cfg, scale, samples, marginal)
-    result = {name: probe.summarise([grid[k] for k in prior[key].argmax(-1)], targets, fallback)
+    result = {name: probe.summarise([grid[k] for k in prior[key].argmax(-1)], targets, fallbacks)
               for name, key in (("prior", "user"), ("item_prior", "item"), ("both_prior", "both"))}
     result["targets"] = targets
     if slot:
         result["prompts"] = [_prompt(s, cfg, tokenizer, scale) for s in samples]
         texts = [p + a[0] for p, a in zip(result["prompts"], answers, strict=True)]
-        result["slot"] = probe.summarise(probe.read_off(model, tokenizer, texts, scale), targets, fallback)
+        result["slot"] = probe.summarise(probe.read_off(model, tokenizer, texts, scale), targets, fallbacks)
     return result
 
 
@@ -102,14 +103,11 @@ def _marginal(ratings, scale: schema.RatingScale) -> list[float]:
     return (counts / counts.sum()).tolist()
 
 
-def build_base(cfg: Any) -> int:
+def build_base(cfg: BaseConfig) -> int:
     """Build the base model in ``cfg.out`` from the prepared dataset ``cfg.data``."""
     import numpy as np
     import torch
 
-    require(cfg, "data", "out")
-    if cfg.batch_size < 1 or cfg.seq_len < 16 or cfg.pretrain_epochs < 0 or cfg.warmup_steps < 0:
-        raise ConfigError("batch_size >= 1, seq_len >= 16, pretrain_epochs >= 0 and warmup_steps >= 0 are required")
     schema.require_ratings(cfg.data, "base")   # the format warm-up's answers are ratings
     started = time.perf_counter()
     rng = random.Random(cfg.seed)
@@ -131,15 +129,14 @@ def build_base(cfg: Any) -> int:
     train_mean, train_median = float(train_ratings.mean()), float(np.median(train_ratings))
     marginal = _marginal(train_ratings, scale)
 
-    warm_samples = _records(train_df, max(cfg.warmup_steps * cfg.batch_size, 1), rng)
-    warm_templates = [cfg.template] * len(warm_samples)
+    warm_samples = _records(train_df, max(cfg.format_warmup_steps * cfg.batch_size, 1), rng)
     eval_samples = _records(valid_df, cfg.eval_samples, random.Random(cfg.seed + 1)) if len(valid_df) else []
+    fallbacks = [fallback_prediction(s, train_mean)[0] for s in eval_samples]   # what `reczero eval` would score
     prompt_texts = [build_messages(s, cfg, None, scale)[1]["content"] for s in warm_samples[:500]]
-    answers = corpus.warmup_answers(warm_samples, warm_templates, scale, rng, cfg.warmup_analyses)
+    answers = corpus.warmup_answers(warm_samples, cfg.template, scale)
     chat_words = ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n"] * 50
     tokenizer = train_tokenizer([*docs, *prompt_texts, *chat_words, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
-                                 *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale,
-                                whole_averages=cfg.number_tokens == "averages")
+                                 *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale)
 
     config = qwen2_config(cfg.size, vocab_size=len(tokenizer), tokenizer=tokenizer,
                           max_position_embeddings=max(4096, cfg.max_prompt_tokens + 1024))
@@ -151,8 +148,7 @@ def build_base(cfg: Any) -> int:
     report: dict[str, Any] = {"size": cfg.size, "parameters": n_params, "vocab": len(tokenizer), "documents": len(docs),
                               "pretrain_tokens": int(blocks.numel()), "train_mean": train_mean,
                               "train_median": train_median, "scale": scale.to_dict()}
-    eval_answers = corpus.warmup_answers(eval_samples, [cfg.template] * len(eval_samples), scale, rng,
-                                         cfg.warmup_analyses)
+    eval_answers = corpus.warmup_answers(eval_samples, cfg.template, scale)
 
     with open(out / "log.jsonl", "w") as log_file:
         def note(stage: str, record: dict[str, Any]) -> None:
@@ -166,12 +162,12 @@ def build_base(cfg: Any) -> int:
             report["pretrain"] = run_steps(model, pretraining_batches(blocks, cfg.batch_size, pre_steps, cfg.seed, weight),
                                            pre_steps, cfg.pretrain_lr, "pretrain", log_file)
         if eval_samples:
-            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean, marginal, slot=False)
+            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, fallbacks, marginal, slot=False)
             for key in ("prior", "item_prior", "both_prior"):
                 report[f"after_pretrain_{key}"] = measured[key]
                 note(f"eval_after_pretrain_{key}", measured[key])
             report["after_pretrain"] = report["after_pretrain_prior"]
-        if cfg.warmup_steps:
+        if cfg.format_warmup_steps:
             examples = []
             for sample, (before, rating, after) in zip(warm_samples, answers, strict=True):
                 prompt = _prompt(sample, cfg, tokenizer, scale)
@@ -179,24 +175,23 @@ def build_base(cfg: Any) -> int:
                     check_pieces(tokenizer, prompt, before, rating, after)
                 examples.append(warmup_example(tokenizer, prompt, before, rating, after))
             report["warmup_examples"] = len(examples)
-            targets = None
-            if cfg.slot_target == "prior":
-                model.eval()
-                targets = _prior(model, tokenizer, cfg, scale, warm_samples, marginal)["both"]
-                report["slot_target"] = {"kind": "prior", "mean_max_prob": float(targets.max(-1).mean())}
-                log.info("warm-up slot targets: the pretrained model's own rating prior (mean top probability %.2f)",
-                         report["slot_target"]["mean_max_prob"])
-            warm = warmup_batches(examples, cfg.batch_size, cfg.warmup_steps, tokenizer.pad_token_id, cfg.seed,
+            model.eval()
+            targets = _prior(model, tokenizer, cfg, scale, warm_samples, marginal)["both"]
+            report["slot_target"] = {"kind": "prior", "mean_max_prob": float(targets.max(-1).mean())}
+            log.info("warm-up slot targets: the pretrained model's own rating prior (mean top probability %.2f)",
+                     report["slot_target"]["mean_max_prob"])
+            warm = warmup_batches(examples, cfg.batch_size, cfg.format_warmup_steps, tokenizer.pad_token_id, cfg.seed,
                                   probe.grid_token_ids(tokenizer, scale), targets)
-            replay = pretraining_batches(blocks, max(1, cfg.batch_size // 2), cfg.warmup_steps, cfg.seed + 1)
+            replay = pretraining_batches(blocks, max(1, cfg.batch_size // 2), cfg.format_warmup_steps, cfg.seed + 1)
             batches = ([w, r] for w, r in zip(warm, replay, strict=True))
-            report["warmup"] = run_steps(model, batches, cfg.warmup_steps, cfg.warmup_lr, "warmup", log_file)
+            report["warmup"] = run_steps(model, batches, cfg.format_warmup_steps, cfg.format_warmup_lr, "warmup",
+                                         log_file)
         if eval_samples:
-            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, train_mean, marginal)
+            measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, fallbacks, marginal)
             report["after_warmup"], report["slot"] = measured["prior"], measured["slot"]
             report["after_warmup_both_prior"] = measured["both_prior"]
             report["greedy"] = probe.greedy_eval(model, tokenizer, measured["prompts"], measured["targets"], scale,
-                                                 cfg.template, train_mean)
+                                                 cfg.template, fallbacks)
             report["constants"] = probe.constants(measured["targets"], train_mean, train_median)
             for stage in ("after_warmup", "slot", "greedy", "constants"):
                 note(f"eval_{stage}", report[stage])

@@ -7,21 +7,13 @@ from typing import Any
 
 from reczero.models.tiny import SIZES
 
-WARMUP_STEPS = {  # --warmup-analyses -> what the card says the warm-up answers' steps held
-    "quote": "quote the sample's own prompt (its average lines, the item's attributes and quality word, the two "
-             "averages again in the step before the rating) and compute nothing",
-    "quote-analyses": "quote the sample's own average lines and item attributes in the analyses, while the step "
-                      "before the rating says nothing",
-    "other": "describe another, randomly drawn sample",
-}
-
 
 def _row(name: str, m: dict[str, Any] | None) -> str:
     if not m:
         return f"| {name} | – | – | – | – | – |"
     fmt = f"{m['format_rate']:.0%}" if "format_rate" in m else "–"
-    return (f"| {name} | {m['mae']:.3f} | {m['parse_rate']:.0%} | {fmt} | {m['distinct']} | "
-            f"{m['correlation']:.2f} |")
+    corr = "–" if m.get("correlation") is None else f"{m['correlation']:.2f}"
+    return f"| {name} | {m['mae']:.3f} | {m['parse_rate']:.0%} | {fmt} | {m['distinct']} | {corr} |"
 
 
 def _stage(name: str, s: dict[str, Any] | None, lr: float) -> str:
@@ -47,8 +39,7 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         f"{heads} attention heads ({kv} key/value), MLP {inter}.",
         f"- Tokenizer: byte-level BPE trained on the dataset's text, {report['vocab']:,} tokens; ChatML chat template "
         "with `{% generation %}` markers; the reasoning tags are ordinary (non-special) added tokens, "
-        + ("one-decimal averages are single tokens, " if cfg.number_tokens == "averages" else
-           "averages are written digit by digit, ") + "digits are single tokens.",
+        "one-decimal averages are single tokens, digits are single tokens.",
         f"- Rating scale {report['scale']['min']:g}–{report['scale']['max']:g} (step {report['scale']['step']:g}).",
         "",
         "## How it was made",
@@ -56,7 +47,7 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "| stage | steps | tokens | loss (first → last 10%) | peak lr | time |",
         "|---|---|---|---|---|---|",
         _stage("pretraining", report.get("pretrain"), cfg.pretrain_lr),
-        _stage("format warm-up", report.get("warmup"), cfg.warmup_lr),
+        _stage("format warm-up", report.get("warmup"), cfg.format_warmup_lr),
         "",
         f"1. **Pretraining** on {report['documents']:,} documents ({report['pretrain_tokens']:,} tokens packed in "
         f"blocks of {cfg.seq_len}), loss on every token: user pages (each user's *training-split* interactions, "
@@ -65,13 +56,12 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "own line formats" + ("; and the same pages without their review text (ratings lists, dense in "
                               "(average, rating) pairs)." if cfg.rating_lists else "."),
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
-        f"`{cfg.template}` template, whose steps {WARMUP_STEPS.get(cfg.warmup_analyses, cfg.warmup_analyses)}; "
-        "the prompt carries no loss. "
-        + ("At the rating's position the target is the model's *own* rating prior after pretraining, read in the "
-           "pretraining layout (the user page and the item page of the sample, combined as a product of experts "
-           "`p(r|user) p(r|item) / p(r)`): self-distillation that carries the prior into the answer slot, never "
-           "the true rating." if cfg.slot_target == "prior" else
-           "The rating's position learns only the probability of *any* valid rating (never which one)."),
+        f"`{cfg.template}` template, whose steps quote the sample's own prompt (its average lines, the item's "
+        "attributes and quality word, the two averages again in the step before the rating) and compute nothing; "
+        "the prompt carries no loss. At the rating's position the target is the model's *own* rating prior after "
+        "pretraining, read in the pretraining layout (the user page and the item page of the sample, combined as a "
+        "product of experts `p(r|user) p(r|item) / p(r)`): self-distillation that carries the prior into the answer "
+        "slot, never the true rating.",
         "",
         "**Never shown**: any validation or test target (rating or review text) — the pretraining text is exactly "
         "the training split's targets (removed by key if a held-out target were among them) and the item table. "
@@ -91,7 +81,7 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         _row("prior after the warm-up (history lines read-off)", report.get("after_warmup")),
         _row("both priors combined after the warm-up", report.get("after_warmup_both_prior")),
         _row("answer slot after the warm-up (prompt + answer up to `<rate>`; argmax over ratings)", report.get("slot")),
-        _row("greedy answers (unparsable → training mean)", report.get("greedy")),
+        _row("greedy answers (unparsable → user average, else item average, else training mean)", report.get("greedy")),
         "",
     ]
     if consts:

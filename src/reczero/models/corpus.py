@@ -26,10 +26,11 @@ What this module chose, and why:
   by key even if a split were to overlap, and never appear in any document.
 * **Warm-up examples teach the format and reading, not the task**: the real prompt of a training
   sample and an answer whose steps quote that prompt (``quoting_parts``: the average lines, the
-  item's attributes and quality word, the averages again next to ``<rate>``) or, with "other",
-  describe a *different*, randomly drawn sample; then ``<rate>`` and the sample's rating, which the
-  trainer keeps out of the loss. No step holds a sum, a stance or anything not in the prompt, so
-  the rating prior learned in pretraining is left alone.
+  item's attributes and quality word, the averages again next to ``<rate>``); then ``<rate>`` and
+  the sample's rating, which the trainer keeps out of the loss. No step holds a sum, a stance or
+  anything not in the prompt, so the rating prior learned in pretraining is left alone. (Steps that
+  describe another, randomly drawn sample, the first warm-up, and quoting in the analyses only were
+  measured against this and lost: bench/RESULTS.md, full demo session 5.)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from reczero.data import schema
+from reczero.lexicon import quality_word
 from reczero.prompts import (
     average_line,
     format_answer,
@@ -49,7 +51,6 @@ from reczero.prompts import (
     item_label,
     item_review_line,
 )
-from reczero.teacher_heuristic import quality_word  # the description's quality word, as the teacher reads it
 
 log = logging.getLogger(__name__)
 
@@ -170,22 +171,10 @@ def pretraining_documents(data_dir: str | Path, opts: Any, seed: int = 0) -> lis
 # ----------------------------------------------------------------------------------------------
 
 
-def uninformative_parts(donor: dict[str, Any], template: str) -> dict[str, str]:
-    """Short step texts written about another sample (``donor``): the right shape, no information."""
-    user = f"The user has rated {int(donor.get('user_n') or 0)} items."
-    item = f"{item_label(donor.get('item_title'), donor.get('item_attributes'))}."
-    match = f"Weighing the history against {donor.get('item_title')}."
-    if template == "structured":
-        return {"analyze user": user, "analyze item": item, "match": match}
-    if template == "think-answer":
-        return {"think": f"{user} {item} {match}"}
-    return {}
-
-
-def quoting_parts(sample: dict[str, Any], template: str, match: bool = True) -> dict[str, str]:
+def quoting_parts(sample: dict[str, Any], template: str) -> dict[str, str]:
     """Step texts that quote the sample's own prompt and compute nothing: its average lines, the
-    item's attributes and the description's quality word; with ``match``, the two averages again in
-    the step next to ``<rate>`` (else that step describes nothing, as in ``uninformative_parts``).
+    item's attributes and the description's quality word, and the two averages again in the step
+    next to ``<rate>``.
 
     A pretrained instruct model can copy a number out of its prompt; the tiny base cannot (a
     student distilled from it quoted the user's average exactly 8% of the time, bench/RESULTS.md),
@@ -199,8 +188,7 @@ def quoting_parts(sample: dict[str, Any], template: str, match: bool = True) -> 
     item = (f"{average_line('Item', sample.get('item_avg'), sample.get('item_n'))}. "
             f"{', '.join(attrs[:3]) or 'nothing listed'}; {quality}.")
     step = (f"user {format_average(sample.get('user_avg')) or 'none'}, "
-            f"item {format_average(sample.get('item_avg')) or 'none'}." if match
-            else f"Weighing the history against {sample.get('item_title')}.")
+            f"item {format_average(sample.get('item_avg')) or 'none'}.")
     if template == "structured":
         return {"analyze user": user, "analyze item": item, "match": step}
     if template == "think-answer":
@@ -231,22 +219,12 @@ def item_prior_text(sample: dict[str, Any], opts: Any, scale: schema.RatingScale
     return "\n".join(lines)
 
 
-def warmup_answers(samples: list[dict[str, Any]], templates: list[str], scale: schema.RatingScale,
-                   rng: random.Random, analyses: str = "quote") -> list[tuple[str, str, str]]:
-    """For each sample: (answer text before the rating, the rating as written, text after it).
-
-    ``analyses``: "other" = the steps describe another sample drawn at random (a shuffle of the step
-    texts); "quote" = they quote this sample's prompt (``quoting_parts``); "quote-analyses" = the two
-    analyses quote it and the match step describes nothing.
-    """
-    if analyses not in ("other", "quote", "quote-analyses"):
-        raise ValueError(f"warm-up analyses: expected other, quote or quote-analyses, got {analyses!r}")
+def warmup_answers(samples: list[dict[str, Any]], template: str, scale: schema.RatingScale) -> list[tuple[str, str, str]]:
+    """For each sample, its warm-up answer in ``template`` with steps that quote its prompt
+    (``quoting_parts``): (text before the rating, the rating as written, text after it)."""
     out = []
-    for sample, template in zip(samples, templates, strict=True):
-        donor = samples[rng.randrange(len(samples))]
-        parts = (uninformative_parts(donor, template) if analyses == "other"
-                 else quoting_parts(sample, template, match=analyses == "quote"))
-        answer = format_answer(template, parts, "\x00", scale)
+    for sample in samples:
+        answer = format_answer(template, quoting_parts(sample, template), "\x00", scale)
         before, after = answer.split("\x00")
         out.append((before, format_rating(sample["rating"], scale), after))
     return out

@@ -11,15 +11,14 @@ What this module chose, and why:
   rest of the answer + ``<|im_end|>``) so that the rating's tokens are known exactly and get
   label -100, as do the prompt's; the pieces' concatenation is checked against the tokenisation of
   the whole text (the tags are added tokens, so the boundaries are clean).
-* **The rating slot never learns the true rating.** By default (``slot_targets`` given) the loss at
-  the rating's position is the cross-entropy to the model's *own* rating prior read in the
-  pretraining layout (``base.py``): self-distillation, which carries what pretraining taught into
-  the answer slot without showing a target. Without targets it is ``-log sum_k p(k)`` over the
-  grid's tokens — the probability of *any* valid rating — which teaches that a number goes there
-  and leaves the choice to chance: in a trial here the slot then read the prompt hardly at all
-  (correlation 0.06 against 0.30 in the pretraining layout). A fully masked slot left the base
-  writing prose after ``<rate>``; the true rating would teach the task, a random one erases the
-  prior.
+* **The rating slot never learns the true rating.** The loss at the rating's position is the
+  cross-entropy to ``slot_targets``, the model's *own* rating prior read in the pretraining layout
+  (``base.py``): self-distillation, which carries what pretraining taught into the answer slot
+  without showing a target. The probability of *any* valid rating as the slot's loss, tried
+  before, teaches that a number goes there and leaves the choice to chance: the slot then read the
+  prompt hardly at all (correlation 0.06 against 0.30 in the pretraining layout). A fully masked
+  slot left the base writing prose after ``<rate>``; the true rating would teach the task, a random
+  one erases the prior.
 * **Replay during the warm-up**: each warm-up step adds the loss of a half batch of pretraining
   blocks, so that learning the format does not overwrite the rating prior (without it, the prior
   read off a tiny model went from MAE 0.79 to 2.6 in 60 warm-up steps here).
@@ -92,11 +91,11 @@ def check_pieces(tokenizer: Any, prompt: str, before: str, rating: str, after: s
 
 
 def warmup_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, steps: int, pad_id: int,
-                   seed: int, rating_tokens: list[int], slot_targets: Any = None) -> Iterator[dict[str, Any]]:
+                   seed: int, rating_tokens: list[int], slot_targets: Any) -> Iterator[dict[str, Any]]:
     """``steps`` right-padded batches drawn in seeded random order (reshuffled after each pass).
 
-    ``slot_targets``: optional ``(len(examples), K)`` probabilities over ``rating_tokens``, the
-    soft label of each example's (single-token) rating position.
+    ``slot_targets``: ``(len(examples), K)`` probabilities over ``rating_tokens``, the soft label of
+    each example's (single-token) rating position.
     """
     import torch
 
@@ -113,15 +112,13 @@ def warmup_batches(examples: list[tuple[list[int], list[int]]], batch_size: int,
         for row, i in enumerate(picked):
             x, y = examples[i]
             ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask, "rating_tokens": torch.tensor(rating_tokens)}
-        if slot_targets is not None:
-            batch["slot_targets"] = torch.as_tensor(slot_targets[picked], dtype=torch.float32)
-        yield batch
+        yield {"input_ids": ids, "labels": labels, "attention_mask": mask, "rating_tokens": torch.tensor(rating_tokens),
+               "slot_targets": torch.as_tensor(slot_targets[picked], dtype=torch.float32)}
 
 
 def batch_loss(model: Any, batch: dict[str, Any]) -> Any:
     """Mean next-token loss; label :data:`SLOT` positions count the cross-entropy to the batch's
-    ``slot_targets`` (one slot per row), or else ``-log P(any rating token)``."""
+    ``slot_targets`` (one slot per row, a distribution over ``rating_tokens``)."""
     import torch
     import torch.nn.functional as F
 
@@ -137,10 +134,10 @@ def batch_loss(model: Any, batch: dict[str, Any]) -> Any:
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), plain.reshape(-1), ignore_index=IGNORE, reduction="sum")
     slot_logp = logits[slot].log_softmax(-1)[:, batch["rating_tokens"]]   # (n_slots, K), rows in batch order
     soft = batch.get("slot_targets")
-    if soft is not None and soft.shape[0] == slot_logp.shape[0]:
-        total = total - (soft * slot_logp).sum()
-    else:
-        total = total - torch.logsumexp(slot_logp, dim=-1).sum()
+    if soft is None or soft.shape[0] != slot_logp.shape[0]:
+        raise ValueError(f"the batch has {slot_logp.shape[0]} rating positions but "
+                         f"{'no' if soft is None else soft.shape[0]} slot_targets rows (one single-token rating per row)")
+    total = total - (soft * slot_logp).sum()
     return total / ((plain != IGNORE).sum() + slot.sum())
 
 

@@ -2,14 +2,16 @@
 
 What this module chose, and why:
 
-* **Read-off**: the prompt, an answer like the warm-up's (``--warmup-analyses``) up to ``<rate>``, then the
-  argmax of the next-token logits *restricted to the rating grid* ("1" … "5"). This reads the
-  model's rating prior even before it knows the format (after pretraining), and shows whether the
-  warm-up kept it.
-* **Greedy generation**: what the model answers by itself — format rate (``rewards.check_format``),
-  parse rate, MAE over all samples with unparsable answers scored at the training mean (the
-  honest fallback of DESIGN.md), and the number of distinct ratings predicted (1 = collapsed to a
-  constant).
+* **Read-off**: the prompt, an answer like the warm-up's up to ``<rate>``, then the argmax of the
+  next-token logits *restricted to the rating grid* ("1" … "5"). This reads the model's rating
+  prior even before it knows the format (after pretraining), and shows whether the warm-up kept
+  it. The texts are left padded by ``generation.left_pad``; the tokenizer is not touched.
+* **Greedy generation** through ``reczero.generation.generate`` (the one generation loop): what the
+  model answers by itself — format rate (``rewards.check_format``), parse rate, MAE over all
+  samples with unparsable answers scored at the stated fallback (``predictions.fallback_prediction``:
+  user average, else item average, else the training mean, as ``reczero eval`` scores them), and the
+  number of distinct ratings predicted (1 = collapsed to a constant). MAE and correlation are
+  ``reczero.metrics``'; an undefined correlation (a constant prediction) is None.
 * Constant predictors (training mean and median) on the same samples, for context: a base whose
   MAE is no better than the median has learned nothing about the prompt.
 """
@@ -21,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from reczero import metrics
 from reczero.data.schema import RatingScale
+from reczero.generation import generate, left_pad, pad_token_id
 from reczero.prompts import format_rating
 from reczero.rewards import check_format, parse_rating
 
@@ -54,12 +58,13 @@ def grid_logprobs(model: Any, tokenizer: Any, texts: list[str], scale: RatingSca
     import torch
 
     ids = grid_token_ids(tokenizer, scale)
+    pad = pad_token_id(tokenizer)
     rows = []
-    tokenizer.padding_side = "left"
     with torch.no_grad():
         for chunk in _batches(texts, batch_size):
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            rows.append(model(**enc).logits[:, -1].float().log_softmax(-1)[:, ids])
+            input_ids, attention_mask = left_pad(tokenizer(chunk, add_special_tokens=False)["input_ids"], pad)
+            rows.append(model(input_ids=input_ids, attention_mask=attention_mask).logits[:, -1].float()
+                        .log_softmax(-1)[:, ids])
     return torch.cat(rows).numpy() if rows else np.zeros((0, len(ids)))
 
 
@@ -80,30 +85,16 @@ def prior_of_experts(user_logp, item_logp, marginal) -> Any:
     return q / q.sum(-1, keepdims=True)
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy completions, decoded as TRL does (special tokens skipped)."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    out: list[str] = []
-    with torch.no_grad():
-        for chunk in _batches(prompts, batch_size):
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return out
-
-
-def summarise(preds: list[float | None], targets: list[float], fallback: float) -> dict[str, Any]:
-    """MAE (unparsable -> ``fallback``), parse rate and distinct predictions."""
+def summarise(preds: list[float | None], targets: list[float], fallbacks: list[float]) -> dict[str, Any]:
+    """MAE (an unparsable prediction scored at its sample's ``fallbacks`` value), correlation, parse
+    rate, and the spread and number of the distinct parsed predictions."""
     y = np.asarray(targets, dtype=float)
-    parsed = [p is not None for p in preds]
-    yhat = np.asarray([p if p is not None else fallback for p in preds], dtype=float)
-    spread = float(np.std([p for p in preds if p is not None])) if any(parsed) else 0.0
-    corr = float(np.corrcoef(y, yhat)[0, 1]) if len(y) > 1 and np.std(yhat) > 0 and np.std(y) > 0 else 0.0
-    return {"n": len(y), "mae": float(np.mean(np.abs(y - yhat))), "parse_rate": float(np.mean(parsed)),
-            "distinct": len({p for p in preds if p is not None}), "spread": spread, "correlation": corr}
+    parsed = [p for p in preds if p is not None]
+    yhat = [p if p is not None else f for p, f in zip(preds, fallbacks, strict=True)]
+    corr = metrics.pearson(y, yhat) if len(y) > 1 else float("nan")
+    return {"n": len(y), "mae": metrics.mae(y, yhat), "parse_rate": len(parsed) / len(preds),
+            "distinct": len(set(parsed)), "spread": float(np.std(parsed)) if parsed else 0.0,
+            "correlation": None if np.isnan(corr) else corr}
 
 
 def constants(targets: list[float], train_mean: float, train_median: float) -> dict[str, float]:
@@ -113,10 +104,12 @@ def constants(targets: list[float], train_mean: float, train_median: float) -> d
 
 
 def greedy_eval(model: Any, tokenizer: Any, prompts: list[str], targets: list[float], scale: RatingScale,
-                template: str, fallback: float, max_new_tokens: int = 128) -> dict[str, Any]:
-    completions = generate(model, tokenizer, prompts, max_new_tokens)
+                template: str, fallbacks: list[float], max_new_tokens: int = 128) -> dict[str, Any]:
+    """:func:`summarise` of the model's greedy answers to ``prompts`` (chat-rendered), plus their
+    format rate and the first answer as an example."""
+    completions = generate(model, tokenizer, prompts, batch_size=16, max_new_tokens=max_new_tokens, progress=False)
     preds = [parse_rating(c, scale, template) for c in completions]
-    result = summarise(preds, targets, fallback)
+    result = summarise(preds, targets, fallbacks)
     result["format_rate"] = float(np.mean([check_format(c, template, scale) for c in completions]))
     result["example"] = completions[0] if completions else ""
     return result

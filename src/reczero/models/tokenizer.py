@@ -67,12 +67,12 @@ def average_tokens(scale: RatingScale | None) -> list[str]:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, *, scale: RatingScale | None = None,
-                    extra_tokens: Sequence[str] = (), min_frequency: int = 2, whole_averages: bool = True) -> Any:
+                    extra_tokens: Sequence[str] = (), min_frequency: int = 2) -> Any:
     """Train a byte-level BPE tokenizer on ``texts``; returns a transformers fast tokenizer.
 
     ``vocab_size`` counts the BPE vocabulary (bytes, merges and special tokens); the reasoning
-    tags, the one-decimal averages of ``scale`` (unless ``whole_averages`` is False: then an
-    average is its digits, "3", ".", "7") and ``extra_tokens`` are added on top.
+    tags, the one-decimal averages of ``scale`` (none without a scale) and ``extra_tokens`` are added
+    on top.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers import trainers as bpe_trainers
@@ -96,8 +96,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, *, scale: Rati
     tokenizer = Qwen2Tokenizer(vocab=bpe["vocab"], merges=[tuple(m) for m in bpe["merges"]], eos_token=IM_END,
                                pad_token=ENDOFTEXT, unk_token=None, model_max_length=1_000_000)
     tokenizer.add_tokens([AddedToken(IM_START, special=True, normalized=False)], special_tokens=True)
-    averages = average_tokens(scale) if whole_averages else []
-    added = [t for t in dict.fromkeys([*TAG_TOKENS, *averages, *extra_tokens]) if t not in tokenizer.get_vocab()]
+    added = [t for t in dict.fromkeys([*TAG_TOKENS, *average_tokens(scale), *extra_tokens]) if t not in tokenizer.get_vocab()]
     tokenizer.add_tokens(added, special_tokens=False)
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.padding_side = "left"
