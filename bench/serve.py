@@ -137,6 +137,7 @@ def main() -> int:
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--max-new-tokens", type=int, default=256, help="The server's --max-new-tokens.")
     parser.add_argument("--threads", type=int, default=0, help="The server's --threads.")
+    parser.add_argument("--modes", default="batched,unbatched", help="Which modes to run (comma-separated).")
     parser.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = parser.parse_args()
 
@@ -146,6 +147,7 @@ def main() -> int:
     common = ["--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)]
     modes = {"batched": ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)],
              "unbatched": ["--no-batching"]}
+    modes = {m: modes[m] for m in args.modes.split(",")}
     report: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "args": vars(args),
                     "cpus": os.cpu_count(), "results": {}}
 

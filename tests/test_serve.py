@@ -177,6 +177,30 @@ def test_every_v1_route_wants_the_key(server, world, headers, method, path):
     assert "Authorization: Bearer" in r.json()["error"]["message"]
 
 
+def test_readyz_reports_a_failed_load_and_v1_routes_answer_503(world, tmp_path):
+    from reczero.serve import create_app
+
+    data, run = world
+    broken = tmp_path / "broken"
+    (broken / "model").mkdir(parents=True)
+    (broken / "model" / "config.json").write_text((run / "model" / "config.json").read_text())   # no weights
+    (broken / "config.yaml").write_text((run / "config.yaml").read_text())
+    server = LiveServer(create_app([str(broken)]))
+    server.thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not server.app.state.serve.load_error:
+            time.sleep(0.1)
+        r = httpx.get(f"{server.url}/readyz")
+        assert r.status_code == 503 and r.json()["reason"].startswith("loading failed:")
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        user, item = known_pair(data)
+        r = httpx.post(f"{server.url}/v1/predict", json={"model": "broken", "user_id": user, "item_id": item})
+        assert r.status_code == 503 and "loading failed" in r.json()["error"]["message"]
+    finally:
+        server.__exit__(None, None, None)
+
+
 # ----------------------------------------------------------------------------------------------
 # /v1/predict
 # ----------------------------------------------------------------------------------------------
@@ -303,7 +327,7 @@ def test_each_bad_request_gets_a_clear_answer_and_the_server_keeps_serving(clien
         still_serving(client, data)
 
 
-def test_raw_bad_bodies(client, world):
+def test_raw_bad_bodies(server, client, world):
     data, _ = world
     r = client.post("/v1/predict", content=b'{"model": "tiny", "user_id": ', headers={"content-type": "application/json"})
     assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
@@ -314,8 +338,10 @@ def test_raw_bad_bodies(client, world):
             yield b'{"title": "' + b"y" * 100 + b'", "rating": 3},'
         yield b'{"title": "z", "rating": 3}], "item_id": "x"}'
 
+    refused = metric(server, "reczero_request_errors_total", route="/v1/predict", code="413")
     r = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "--max-body-bytes" in r.json()["error"]["message"]
+    assert metric(server, "reczero_request_errors_total", route="/v1/predict", code="413") == refused + 1
     host, port = client.base_url.host, client.base_url.port     # a huge declared body is refused unread
     with socket.create_connection((host, port), timeout=30) as raw:
         raw.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -233,7 +233,8 @@ def create_app(runs: ServeConfig | list[str], *, api_key: str | None = None, **o
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)        # outermost: sees every answer
+    paths = frozenset({"/healthz", "/readyz", "/metrics"} | {r.path for r in api_router.routes + openai_router.routes})
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, paths=paths)      # outermost: sees every answer
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

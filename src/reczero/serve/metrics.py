@@ -1,7 +1,8 @@
 """Prometheus metrics of one app (its own registry, so that several apps can live in one process).
 
 * ``reczero_requests_total{route,method,code}`` and ``reczero_request_errors_total{route,code}``
-  (code >= 400): the route is the matched path template (``/v1/predict``), ``other`` for paths that
+  (code >= 400): the route is the matched path template (``/v1/predict``; for a request refused
+  before routing, such as a 413, its path when it is one of the app's), ``other`` for paths that
   match no route, so a scan of random URLs cannot grow the label set.
 * ``reczero_request_latency_seconds{route}``: until the last byte of the answer is sent.
 * ``reczero_batch_size{model}`` and ``reczero_batch_seconds{model}``: each model call of the
@@ -56,8 +57,9 @@ class ServeMetrics:
 class MetricsMiddleware:
     """Counts and times every HTTP request; turns an unhandled exception into a generic 500."""
 
-    def __init__(self, app: Any, metrics: ServeMetrics) -> None:
+    def __init__(self, app: Any, metrics: ServeMetrics, paths: frozenset[str] = frozenset()) -> None:
         self.app, self.metrics = app, metrics
+        self.paths = paths      # the app's own fixed paths: the label of a request refused before routing (413)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -83,7 +85,9 @@ class MetricsMiddleware:
                 await send({"type": "http.response.body", "body": body})
             state["code"] = 500
         finally:
-            route = getattr(scope.get("route"), "path", None) or "other"
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = scope.get("path") if scope.get("path") in self.paths else "other"
             code = str(state["code"])
             self.metrics.requests.labels(route, scope.get("method", ""), code).inc()
             if state["code"] >= 400:

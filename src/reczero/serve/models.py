@@ -145,6 +145,8 @@ class RatingRun:
 
     def generate_batch(self, jobs: list[GenerationJob]) -> list[Completion | Exception]:
         """The batcher's ``run_batch``: prompts rendered, then one ``generate`` per generation setting."""
+        from jinja2 import TemplateError  # raised by a chat template that refuses a conversation
+
         results: list[Completion | Exception | None] = [None] * len(jobs)
         prompts: dict[int, tuple[str, int]] = {}
         for i, job in enumerate(jobs):
@@ -155,7 +157,7 @@ class RatingRun:
                     raise InvalidValue(f"the prompt is {n} tokens; with {job.max_new_tokens} new tokens it "
                                        f"exceeds the model's context of {self.context} tokens", param="messages")
                 prompts[i] = (prompt, n)
-            except (ReczeroError, InvalidValue, ValueError) as err:
+            except (ReczeroError, InvalidValue, ValueError, TemplateError) as err:
                 results[i] = err if isinstance(err, InvalidValue) else InvalidValue(f"cannot build the prompt: {err}")
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i in prompts:
