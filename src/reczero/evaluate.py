@@ -11,7 +11,8 @@ What this module chose, and why:
   It is scored with that fallback, never as correct.
 * **Resumable.** Remaining samples are ordered by prompt length (longest first) and generated in
   chunks of :data:`CHUNK_BATCHES` batches; each finished chunk is written atomically to
-  ``OUT/partial/chunk-NNNNN.parquet`` (temp file + rename, so a kill never leaves half a chunk).
+  ``OUT/partial/chunk-NNNNN.parquet`` (``reczero.io.atomic_write``: temp file + rename, so a kill
+  never leaves half a chunk).
   A rerun of the same command skips the sample ids already there; ``OUT/partial/fingerprint.json``
   refuses to mix chunks of a different model (or of the same folder retrained since: its files'
   sizes and times are stamped), split, prompt or generation length. The final
@@ -27,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 from reczero.config import ConfigError, EvalConfig, PromptOptions, save_config, warn_prompt_mismatch
 from reczero.data import schema
 from reczero.errors import DataError, ReczeroError
+from reczero.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class ChunkStore:
     def __init__(self, directory: Path, fingerprint: dict[str, Any]):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob("*.tmp"):        # a kill mid-write leaves only a temp file
+        for stale in self.dir.glob("*.tmp*"):       # a kill mid-write leaves only atomic_write's temp file
             stale.unlink()
         fp_path = self.dir / FINGERPRINT
         if fp_path.is_file():
@@ -124,7 +125,7 @@ class ChunkStore:
                 raise ReczeroError(f"{self.dir} holds predictions of a different evaluation ({what}); "
                                    f"delete {self.dir} or choose another --out")
         else:
-            fp_path.write_text(json.dumps(fingerprint, indent=2) + "\n")
+            atomic_write_text(fp_path, json.dumps(fingerprint, indent=2) + "\n")
 
     def files(self) -> list[Path]:
         return sorted(self.dir.glob("chunk-*.parquet"))
@@ -145,11 +146,8 @@ class ChunkStore:
 
         files = self.files()
         index = int(files[-1].stem.split("-")[1]) + 1 if files else 1
-        path = self.dir / f"chunk-{index:05d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pandas(predictions[COLUMNS], schema=predictions_schema(), preserve_index=False), tmp)
-        os.replace(tmp, path)
-        return path
+        table = pa.Table.from_pandas(predictions[COLUMNS], schema=predictions_schema(), preserve_index=False)
+        return atomic_write(self.dir / f"chunk-{index:05d}.parquet", lambda tmp: pq.write_table(table, str(tmp)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from reczero.errors import DataError
+from reczero.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,8 @@ class ItemTable:
     stamp: str
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"ids": list(self.ids), "vectors": self.vectors.float().cpu(), "stamp": self.stamp}, tmp)
-        tmp.replace(path)
-        return path
+        data = {"ids": list(self.ids), "vectors": self.vectors.float().cpu(), "stamp": self.stamp}
+        return atomic_write(path, lambda tmp: torch.save(data, tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> ItemTable:

@@ -9,7 +9,15 @@ Choices:
   check, threads), ``build_trainer`` (the JSONL log and validation callbacks, LoRA, rewards as
   ``(func, weight)`` pairs turned into TRL's ``reward_funcs`` + ``GRPOConfig.reward_weights`` by
   ``rewards.trl_rewards``, the compact progress bar), ``train`` (resume from the last checkpoint)
-  and ``finish`` (model, tokenizer, ``done.json``). TRL stays the training loop.
+  and ``finish`` (model, tokenizer, ``done.json``). TRL stays the training loop. Two hooks serve
+  a trainer whose pieces need the trainer object (RecPO's validation ranks with the trainer's
+  model and item table): ``build_trainer(late_callbacks=...)`` builds callbacks from the trainer
+  once it exists, and ``finish(save=...)`` writes ``RUN/model`` its own way (RecPO: the best
+  checkpoint by valid NDCG@10, LoRA merged, with its item table) instead of the last weights.
+* **Group-sampling trainers** (GRPO, RecPO) share their batch arithmetic (:class:`GroupSteps`:
+  TRL's batch counts completions, G per prompt), the samples a short run can reach
+  (:func:`reachable_samples`), the ``GRPOConfig`` fields they have in common (:func:`grpo_config`)
+  and the per-step sample ids of ``log.jsonl`` (:class:`StepSamples`).
 * **Experiment tracking as the ecosystem does it**: ``--report-to`` is handed to transformers'
   ``report_to`` (TensorBoard event files land in ``RUN/checkpoints/runs/``); ``log.jsonl`` is
   written whatever it says.
@@ -143,19 +151,10 @@ def prompt_records(data_dir: str, split: str, opts: PromptOptions, tokenizer, *,
     The prompt is trimmed to ``opts.max_prompt_tokens`` by ``prompts.build_messages``. Extra columns
     (``rating``, ``sample_id``, averages) reach the reward functions as keyword arguments (TRL).
     """
-    import numpy as np
-
     from reczero import prompts
 
-    df = schema.load_split(data_dir, split)
+    df, order = split_rows(data_dir, split, limit=limit, seed=seed, shuffle=shuffle)
     scale = schema.rating_scale(data_dir)
-    if len(df) == 0:
-        raise ReczeroError(f"{data_dir}: the {split} split is empty")
-    order = np.arange(len(df))
-    if shuffle:
-        order = np.random.default_rng(seed).permutation(len(df))
-    if limit is not None:
-        order = order[:limit]
     records = []
     for i in order:
         row = df.iloc[int(i)].to_dict()
@@ -167,6 +166,18 @@ def prompt_records(data_dir: str, split: str, opts: PromptOptions, tokenizer, *,
             "item_avg": _nan_to_none(row.get("item_avg")),
         })
     return records
+
+
+def split_rows(data_dir: str, split: str, *, limit: int | None = None, seed: int = 0, shuffle: bool = False):
+    """A split's rows (DataFrame) and the order its training records take: every row in order, or a
+    permutation seeded by ``seed``; the first ``limit`` of it. An empty split is an error."""
+    import numpy as np
+
+    df = schema.load_split(data_dir, split)
+    if len(df) == 0:
+        raise ReczeroError(f"{data_dir}: the {split} split is empty")
+    order = np.random.default_rng(seed).permutation(len(df)) if shuffle else np.arange(len(df))
+    return df, order if limit is None else order[:limit]
 
 
 def _nan_to_none(x: Any) -> float | None:
@@ -195,6 +206,24 @@ def make_log_callback(paths: RunPaths, extra_source=None):
             append_jsonl(paths.log, record)
 
     return JsonlLogCallback()
+
+
+class StepSamples:
+    """The sample ids of the current optimiser step, one per prompt (TRL repeats each prompt G times in
+    a row), drained into each log.jsonl line as ``samples`` (``build_trainer(log_extra=samples.drain)``)
+    so that a resumed run can be checked for repeated or skipped data."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def add(self, sample_ids) -> None:
+        for sid in sample_ids:
+            if not self.ids or self.ids[-1] != sid:
+                self.ids.append(sid)
+
+    def drain(self) -> dict[str, Any]:
+        ids, self.ids = self.ids, []
+        return {"samples": ids}
 
 
 def make_validation_callback(paths: RunPaths, recipe: TrainCommon, tokenizer, *, scale, max_new_tokens: int):
@@ -270,6 +299,63 @@ def trainer_kwargs(recipe: TrainCommon, output_dir: str, use_cpu: bool) -> dict[
     )
 
 
+def grpo_config(recipe: Any, output_dir: str, use_cpu: bool, **fields: Any):
+    """TRL's ``GRPOConfig`` of a group-sampling recipe (GRPO, RecPO): the shared TrainingArguments,
+    G rollouts per prompt, their sampling and vLLM, plus the trainer's own ``fields``."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        **trainer_kwargs(recipe, output_dir, use_cpu),
+        num_generations=recipe.num_generations,
+        temperature=recipe.temperature,
+        top_p=recipe.top_p,
+        use_vllm=recipe.use_vllm,
+        vllm_mode=recipe.vllm_mode,
+        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
+        **fields,
+    )
+
+
+@dataclass(frozen=True)
+class GroupSteps:
+    """Batch arithmetic of a group-sampling run, from the recipe and manifest only: TRL's
+    ``per_device_train_batch_size`` counts completions, so a step sees ``batch × accumulation ×
+    world / G`` prompts."""
+
+    world_size: int
+    completions_per_step: int
+    prompts_per_step: int
+    train_samples: int | None          # None: no prepared dataset yet
+    steps: int | str                   # a text when it cannot be known yet
+
+    @classmethod
+    def of(cls, recipe: Any) -> GroupSteps:
+        world = world_size(recipe)
+        completions = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world
+        prompts = completions // recipe.num_generations
+        n_train = n_samples(recipe.data) if recipe.data else None
+        if n_train is not None and recipe.max_train_samples is not None:
+            n_train = min(n_train, recipe.max_train_samples)
+        if recipe.max_steps > 0:
+            steps: int | str = recipe.max_steps
+        elif n_train is not None:
+            steps = math.ceil(n_train * recipe.num_train_epochs / prompts)
+        else:
+            steps = f"unknown (no prepared dataset at {recipe.data!r}; from num_train_epochs={recipe.num_train_epochs})"
+        return cls(world, completions, prompts, n_train, steps)
+
+
+def reachable_samples(recipe: Any, prompts_per_step: int) -> int | None:
+    """How many training records a run needs: ``max_train_samples``, and with ``max_steps`` set at
+    most ``max_steps × prompts_per_step`` (tokenising every prompt of a large split for a short run
+    would take longer than the run); None for all. A limited run takes a seeded random subset."""
+    limit = recipe.max_train_samples
+    if recipe.max_steps > 0:
+        reach = recipe.max_steps * prompts_per_step
+        limit = reach if limit is None else min(limit, reach)
+    return limit
+
+
 def world_size(recipe: Any) -> int:
     return int(getattr(recipe, "world_size", None) or os.environ.get("WORLD_SIZE", 1))
 
@@ -280,13 +366,6 @@ def n_samples(data_dir: str, split: str = "train") -> int | None:
         return int(schema.read_manifest(data_dir)["splits"][split])
     except (ReczeroError, KeyError, OSError, ValueError):
         return None
-
-
-def finish(paths: RunPaths, trainer, tokenizer, summary: dict[str, Any]) -> None:
-    """Save the final model (+ tokenizer) loadable by path, then mark the run done."""
-    trainer.save_model(str(paths.model))
-    tokenizer.save_pretrained(str(paths.model))
-    atomic_write_text(paths.done, json.dumps(summary, indent=2, default=_jsonable) + "\n")
 
 
 def lora_config(recipe: Any):
@@ -324,6 +403,10 @@ class TrainerRun:
         trainer = run.build_trainer(GRPOTrainer, args, model, tokenizer, records,
                                     rewards=[RewardSpec(my_reward, 1.0)])
         return run.finish(trainer, tokenizer, run.train(trainer))
+
+    A trainer whose callbacks need the trainer object passes ``late_callbacks=lambda t: [...]`` to
+    ``build_trainer``; one that writes ``RUN/model`` its own way passes ``save=...`` to ``finish``
+    (R2ec's RecPO does both: ``reczero.train.r2ec.train_r2ec``).
     """
 
     def __init__(self, recipe: Any, paths: RunPaths, checkpoint: Path | None, plan: dict[str, Any], stage: str) -> None:
@@ -376,11 +459,14 @@ class TrainerRun:
 
     def build_trainer(self, trainer_cls: type, args: Any, model: Any, tokenizer: Any, records: Sequence[dict[str, Any]], *,
                       rewards: Sequence[Any] | None = None, log_extra: Callable[[], dict[str, Any]] | None = None,
-                      callbacks: Sequence[Any] = (), peft_config: Any = None, **extra: Any) -> Any:
+                      callbacks: Sequence[Any] = (), late_callbacks: Callable[[Any], Sequence[Any]] | None = None,
+                      peft_config: Any = None, **extra: Any) -> Any:
         """``trainer_cls`` (a TRL trainer) on ``records`` with the shared wiring: RUN/log.jsonl (plus
         ``log_extra()`` per line), ``callbacks``, LoRA from the recipe (unless ``peft_config``), the
         compact progress bar. ``rewards``: ``(func, weight)`` pairs, given to TRL as ``reward_funcs``
-        and ``args.reward_weights`` (``rewards.trl_rewards``, the one place they are split)."""
+        and ``args.reward_weights`` (``rewards.trl_rewards``, the one place they are split).
+        ``late_callbacks(trainer)``: callbacks that need the trainer itself, added once it is built.
+        ``extra``: keyword arguments of ``trainer_cls`` itself."""
         from datasets import Dataset
 
         from reczero.rewards import trl_rewards
@@ -395,6 +481,8 @@ class TrainerRun:
             callbacks=[make_log_callback(self.paths, log_extra), *callbacks],
             peft_config=peft_config if peft_config is not None else lora_config(self.recipe), **extra,
         )
+        for callback in late_callbacks(trainer) if late_callbacks is not None else ():
+            trainer.add_callback(callback)
         use_compact_progress(trainer)
         return trainer
 
@@ -403,14 +491,24 @@ class TrainerRun:
         self.started = time.time()
         return trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
 
-    def finish(self, trainer: Any, tokenizer: Any, result: Any, **summary: Any) -> int:
-        """Save the model and tokenizer, write done.json (stage, steps, time, loss, the rewards and
-        their weights, then ``summary``); returns 0, the command's exit status."""
+    def finish(self, trainer: Any, tokenizer: Any, result: Any, *, save: Callable[[], str | None] | None = None,
+               **summary: Any) -> int:
+        """Write ``RUN/model`` loadable by path (the trainer's last weights and the tokenizer, or
+        ``save()``, which may return a note for the last line), then mark the run done: done.json
+        with stage, steps, time, loss, the rewards and their weights, then ``summary``. Returns 0,
+        the command's exit status."""
         done = {"stage": self.stage, "global_step": trainer.state.global_step,
                 "train_seconds": round(time.time() - self.started, 1), "train_loss": result.training_loss,
                 **({"rewards": self.rewards} if self.rewards is not None else {}), **summary}
-        finish(self.paths, trainer, tokenizer, done)
-        print(f"done: {trainer.state.global_step} steps in {time.time() - self.started:.0f}s; model in {self.paths.model}")
+        if save is None:
+            trainer.save_model(str(self.paths.model))
+            tokenizer.save_pretrained(str(self.paths.model))
+            note = None
+        else:
+            note = save()
+        atomic_write_text(self.paths.done, json.dumps(done, indent=2, default=_jsonable) + "\n")
+        print(f"done: {trainer.state.global_step} steps in {time.time() - self.started:.0f}s; model in {self.paths.model}"
+              + (f" {note}" if note else ""))
         return 0
 
 

@@ -46,7 +46,7 @@ class RolloutMonitor:
     def __init__(self, scale: schema.RatingScale, template: str) -> None:
         self.scale = scale
         self.template = template
-        self.sample_ids: list[str] = []
+        self.samples = common.StepSamples()
 
     def __call__(self, completions, rating, sample_id=None, log_metric=None, **kwargs) -> list[float]:
         from reczero.rewards import check_format, completion_text, parse_rating
@@ -55,10 +55,7 @@ class RolloutMonitor:
         preds = [parse_rating(t, self.scale, self.template) for t in texts]
         parsed = [p for p in preds if p is not None]
         if sample_id is not None:
-            # one id per prompt (TRL repeats each prompt G times in a row)
-            for sid in sample_id:
-                if not self.sample_ids or self.sample_ids[-1] != sid:
-                    self.sample_ids.append(sid)
+            self.samples.add(sample_id)
         if log_metric is not None:
             log_metric("format_rate", sum(check_format(t, self.template) for t in texts) / max(len(texts), 1))
             log_metric("parse_rate", len(parsed) / max(len(texts), 1))
@@ -71,33 +68,18 @@ class RolloutMonitor:
                 log_metric("train_mae_parsed", sum(errs) / len(errs))
         return [0.0] * len(texts)
 
-    def drain(self) -> dict[str, Any]:
-        ids, self.sample_ids = self.sample_ids, []
-        return {"samples": ids}
-
 
 def plan(recipe: GRPORecipe) -> dict[str, Any]:
     """The resolved plan of a run: batch arithmetic and step count, from the recipe and manifest only."""
-    world = common.world_size(recipe)
-    completions_per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world
-    prompts_per_step = completions_per_step // recipe.num_generations
-    n_train = common.n_samples(recipe.data) if recipe.data else None
-    if n_train is not None and recipe.max_train_samples is not None:
-        n_train = min(n_train, recipe.max_train_samples)
-    if recipe.max_steps > 0:
-        steps: int | str = recipe.max_steps
-    elif n_train is not None:
-        steps = math.ceil(n_train * recipe.num_train_epochs / prompts_per_step)
-    else:
-        steps = f"unknown (no prepared dataset at {recipe.data!r}; from num_train_epochs={recipe.num_train_epochs})"
+    group = common.GroupSteps.of(recipe)
     return {
         "model": recipe.model, "data": recipe.data, "out": recipe.out,
-        "world_size": world,
-        "completions_per_step": completions_per_step,
-        "prompts_per_step": prompts_per_step,
+        "world_size": group.world_size,
+        "completions_per_step": group.completions_per_step,
+        "prompts_per_step": group.prompts_per_step,
         "generations_per_prompt": recipe.num_generations,
-        "train_samples": n_train,
-        "steps": steps,
+        "train_samples": group.train_samples,
+        "steps": group.steps,
         "learning_rate": recipe.learning_rate, "beta": recipe.beta, "temperature": recipe.temperature,
         "loss_type": recipe.loss_type, "lora": recipe.use_lora, "vllm": recipe.use_vllm and recipe.vllm_mode,
         "template": recipe.template, "max_completion_length": recipe.max_completion_length,
@@ -112,22 +94,14 @@ def default_rewards(recipe: GRPORecipe, scale: schema.RatingScale) -> list[Rewar
 
 def grpo_args(recipe: GRPORecipe, output_dir: str, use_cpu: bool):
     """TRL's ``GRPOConfig`` of ``recipe`` (the reward weights are set with the rewards, by ``TrainerRun.build_trainer``)."""
-    from trl import GRPOConfig
-
-    return GRPOConfig(
-        **common.trainer_kwargs(recipe, output_dir, use_cpu),
-        num_generations=recipe.num_generations,
-        temperature=recipe.temperature,
-        top_p=recipe.top_p,
+    return common.grpo_config(
+        recipe, output_dir, use_cpu,
         max_completion_length=recipe.max_completion_length,
         beta=recipe.beta,
         loss_type=recipe.loss_type,
         scale_rewards=recipe.scale_rewards,
         entropy_coef=recipe.entropy_coef,
         mask_truncated_completions=recipe.mask_truncated_completions,
-        use_vllm=recipe.use_vllm,
-        vllm_mode=recipe.vllm_mode,
-        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
     )
 
 
@@ -144,18 +118,12 @@ def train_grpo(recipe: GRPORecipe, *, rewards: Sequence[RewardSpec] | None = Non
 
     model, tokenizer = run.load_model()
     scale = schema.rating_scale(recipe.data)
-    # Build prompts only for the samples the run can reach: with max_steps set, a seeded random subset
-    # of max_steps x prompts-per-step training samples (tokenising every prompt of a large split for a
-    # short run would take longer than the run).
-    limit = recipe.max_train_samples
-    if recipe.max_steps > 0:
-        reach = recipe.max_steps * run.plan["prompts_per_step"]
-        limit = reach if limit is None else min(limit, reach)
+    limit = common.reachable_samples(recipe, run.plan["prompts_per_step"])
     records = common.prompt_records(recipe.data, "train", recipe, tokenizer, limit=limit,
                                     seed=recipe.seed, shuffle=limit is not None)
     monitor = RolloutMonitor(scale, recipe.template)
     specs = [*(default_rewards(recipe, scale) if rewards is None else rewards), RewardSpec(monitor, 0.0)]
     trainer = run.build_trainer(GRPOTrainer, grpo_args(recipe, str(run.paths.checkpoints), run.use_cpu), model,
-                                tokenizer, records, rewards=specs, log_extra=monitor.drain,
+                                tokenizer, records, rewards=specs, log_extra=monitor.samples.drain,
                                 callbacks=[*run.rating_validation(tokenizer), *callbacks])
     return run.finish(trainer, tokenizer, run.train(trainer), plan=run.plan)

@@ -34,45 +34,36 @@ What this chose (R2EC.md; the reference's settings are the recipe defaults):
   spread (mean within-group reward std, share of groups with none), reasoning length, share of
   rollouts closed by the length limit, entropy, token and item loss, the step's sample ids, and
   ``valid_ndcg@10`` at each validation.
+* **Built and run along** :class:`reczero.train.common.TrainerRun`, as GRPO and SFT are: the
+  validation callback is built from the trainer (it ranks with the trainer's model and item table)
+  through ``late_callbacks``, and ``finish(save=...)`` makes the best checkpoint ``RUN/model``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from reczero.config import R2ecRecipe
+from reczero.io import atomic_write_text
 from reczero.train import common
-from reczero.train.common import lora_config
 
 log = logging.getLogger(__name__)
 
 
 def plan(recipe: R2ecRecipe) -> dict[str, Any]:
     """The resolved plan of a run: batch arithmetic, step count and RecPO's settings (no data loaded)."""
-    world = common.world_size(recipe)
-    rollouts_per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world
-    users_per_step = rollouts_per_step // recipe.num_generations
-    n_train = common.n_samples(recipe.data) if recipe.data else None
-    if n_train is not None and recipe.max_train_samples is not None:
-        n_train = min(n_train, recipe.max_train_samples)
-    if recipe.max_steps > 0:
-        steps: int | str = recipe.max_steps
-    elif n_train is not None:
-        steps = math.ceil(n_train * recipe.num_train_epochs / users_per_step)
-    else:
-        steps = f"unknown (no prepared dataset at {recipe.data!r}; from num_train_epochs={recipe.num_train_epochs})"
+    group = common.GroupSteps.of(recipe)
     loss = "item loss only (no reasoning)" if not recipe.reasoning else (
         "token loss + item loss" if recipe.token_loss else "item loss only (token loss off)")
     return {
-        "model": recipe.model, "data": recipe.data, "out": recipe.out, "world_size": world,
-        "rollouts_per_step": rollouts_per_step, "users_per_step": users_per_step,
-        "generations_per_user": recipe.num_generations, "train_samples": n_train, "steps": steps,
+        "model": recipe.model, "data": recipe.data, "out": recipe.out, "world_size": group.world_size,
+        "rollouts_per_step": group.completions_per_step, "users_per_step": group.prompts_per_step,
+        "generations_per_user": recipe.num_generations, "train_samples": group.train_samples, "steps": group.steps,
         "learning_rate": recipe.learning_rate, "lr_scheduler": recipe.lr_scheduler_type,
         "lora": f"r={recipe.lora_r} alpha={recipe.lora_alpha} on {recipe.lora_target_modules}" if recipe.use_lora else False,
         "sampling": f"temperature={recipe.temperature} top_k={recipe.top_k} top_p={recipe.top_p}",
@@ -123,9 +114,11 @@ def _trainer_class():
         Dataset rows: ``prompt`` (the rendered user prompt), ``sample_id``, ``target`` (catalog
         index) and ``history`` (catalog indices of the history window). ``item_prompts`` are the
         token ids of every catalog item's prompt, ``item_ids`` the catalog's ids, in catalog order.
+        ``samples`` collects each step's sample ids for log.jsonl.
         """
 
-        def __init__(self, *args, recipe: R2ecRecipe, item_prompts: list[list[int]], item_ids: list[str], **kwargs):
+        def __init__(self, *args, recipe: R2ecRecipe, item_prompts: list[list[int]], item_ids: list[str],
+                     samples: common.StepSamples | None = None, **kwargs):
             self.recipe = recipe
             self.fused_reward = R.FusedRankingReward(tau=recipe.tau, w=recipe.reward_weight, k=recipe.reward_k,
                                                      mask_history=recipe.mask_history)
@@ -135,7 +128,7 @@ def _trainer_class():
             self.item_ids = list(item_ids)
             self.item_table: ItemTable | None = None
             self.item_table_step = -1
-            self.step_samples: list[str] = []
+            self.samples = samples if samples is not None else common.StepSamples()
 
         # -- the item table ------------------------------------------------------------------
 
@@ -245,9 +238,7 @@ def _trainer_class():
             metrics["reasoning_length"].append(self.accelerator.gather(lengths).mean().item())
             metrics["closed_ratio"].append(self.accelerator.gather(closed).mean().item())
             if mode == "train":
-                for sid in (x["sample_id"] for x in inputs):        # one id per user (G rows in a row)
-                    if not self.step_samples or self.step_samples[-1] != sid:
-                        self.step_samples.append(sid)
+                self.samples.add(x["sample_id"] for x in inputs)
 
             output = {
                 "prompt_ids": prompt_t, "prompt_mask": prompt_mask,
@@ -298,10 +289,6 @@ def _trainer_class():
             items = gather_positions(hidden, answer_positions(ids, self.r2ec.answer_id))
             return losses.item_loss(users, items, labels, inputs["advantages"], inputs["item_mark"], tau=self.recipe.tau)
 
-        def drain_samples(self) -> dict[str, Any]:
-            ids, self.step_samples = self.step_samples, []
-            return {"samples": ids}
-
     RecPOTrainer = _RecPOTrainer
     return RecPOTrainer
 
@@ -313,20 +300,11 @@ def _trainer_class():
 
 def train_records(recipe: R2ecRecipe, tokenizer, catalog, scale, *, limit: int | None = None, shuffle: bool = False):
     """Training rows: the rendered user prompt, ``sample_id``, ``target`` and ``history`` (catalog indices)."""
-    import numpy as np
-
-    from reczero.data import schema
-    from reczero.errors import ReczeroError
     from reczero.r2ec.prompts import user_prompt
     from reczero.rankings import load_ranking_rows
 
-    df = schema.load_split(recipe.data, "train")
+    df, order = common.split_rows(recipe.data, "train", limit=limit, seed=recipe.seed, shuffle=shuffle)
     rows = load_ranking_rows(recipe.data, "train")
-    if len(df) == 0:
-        raise ReczeroError(f"{recipe.data}: the train split is empty")
-    order = np.random.default_rng(recipe.seed).permutation(len(df)) if shuffle else np.arange(len(df))
-    if limit is not None:
-        order = order[:limit]
     records = []
     for i in order:
         row = df.iloc[int(i)].to_dict()
@@ -337,11 +315,12 @@ def train_records(recipe: R2ecRecipe, tokenizer, catalog, scale, *, limit: int |
 
 
 class BestState:
-    """``RUN/best.json``: the best valid NDCG@10 so far, its step, and validations since (survives --resume)."""
+    """``RUN/best.json``: the best valid NDCG@10 so far, its step, and validations since (survives
+    --resume); the best weights are in ``RUN/best``."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        data = json.loads(path.read_text()) if path.is_file() else {}
+    def __init__(self, root: Path) -> None:
+        self.path, self.dir = root / "best.json", root / "best"
+        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.step = data.get("step")
         self.ndcg = data.get("valid_ndcg@10", -1.0)
         self.since = data.get("evals_since_best", 0)
@@ -352,13 +331,13 @@ class BestState:
             self.step, self.ndcg, self.since = step, ndcg, 0
         else:
             self.since += 1
-        self.path.write_text(json.dumps({"step": self.step, "valid_ndcg@10": self.ndcg,
-                                         "evals_since_best": self.since}) + "\n")
+        atomic_write_text(self.path, json.dumps({"step": self.step, "valid_ndcg@10": self.ndcg,
+                                                 "evals_since_best": self.since}) + "\n")
         return better
 
 
-def make_validation_callback(trainer, paths: common.RunPaths, recipe: R2ecRecipe, catalog, scale):
-    """Valid NDCG@10 every ``eval_steps`` steps and at the end; the best model saved to RUN/best."""
+def make_validation_callback(trainer, paths: common.RunPaths, recipe: R2ecRecipe, catalog, scale, best: BestState):
+    """Valid NDCG@10 every ``eval_steps`` steps and at the end; the best model saved to ``best.dir``."""
     from transformers import TrainerCallback
 
     from reczero.data import schema
@@ -367,8 +346,6 @@ def make_validation_callback(trainer, paths: common.RunPaths, recipe: R2ecRecipe
 
     df = schema.load_split(recipe.data, "valid", limit=recipe.eval_samples)
     rows = load_ranking_rows(recipe.data, "valid").head(len(df)).reset_index(drop=True)
-    best = BestState(paths.root / "best.json")
-    best_dir = paths.root / "best"
 
     class ValidationCallback(TrainerCallback):
         last_step = -1
@@ -385,8 +362,8 @@ def make_validation_callback(trainer, paths: common.RunPaths, recipe: R2ecRecipe
             hit = float((frame["rank"].fillna(10**9) <= 10).mean())
             better = best.update(step, ndcg)
             if better:
-                trainer.save_model(str(best_dir))
-                trainer.processing_class.save_pretrained(str(best_dir))
+                trainer.save_model(str(best.dir))
+                trainer.processing_class.save_pretrained(str(best.dir))
             common.append_jsonl(paths.log, {"step": step, "valid_ndcg@10": ndcg, "valid_hit@10": hit,
                                             "valid_reasoning_tokens": frame.attrs["reasoning_tokens"],
                                             "valid_best": better, "valid_seconds": round(time.time() - t0, 2)})
@@ -403,7 +380,35 @@ def make_validation_callback(trainer, paths: common.RunPaths, recipe: R2ecRecipe
             if recipe.eval_steps > 0 and state.is_world_process_zero:
                 self.run(state.global_step, control)
 
-    return ValidationCallback(), best
+    return ValidationCallback()
+
+
+def save_best(trainer, paths: common.RunPaths, recipe: R2ecRecipe, catalog, best: BestState) -> str:
+    """RecPO's save step (``TrainerRun.finish(save=...)``): the best valid NDCG@10's weights (the last
+    ones without validation) become ``RUN/model``, a LoRA adapter merged into its base, with the
+    model's item table; returns the note for the last line."""
+    import torch
+
+    from reczero.models import load_model
+    from reczero.r2ec.item_table import load_or_compute_table
+    from reczero.r2ec.model import R2ecModel
+
+    dtype = torch.bfloat16 if recipe.bf16 else torch.float32
+    validated = recipe.eval_steps > 0
+    if paths.model.exists():
+        shutil.rmtree(paths.model)
+    if not validated or not best.dir.is_dir():          # no validation: the last weights
+        trainer.save_model(str(best.dir))
+        trainer.processing_class.save_pretrained(str(best.dir))
+    if recipe.use_lora:                                 # the best valid NDCG@10 is the run's model
+        save_merged(best.dir, recipe.model, paths.model, dtype=dtype)
+        shutil.rmtree(best.dir)
+    else:
+        best.dir.rename(paths.model)
+    final, final_tok = load_model(paths.model, dtype=dtype)
+    load_or_compute_table(R2ecModel(final, final_tok, tau=recipe.tau), paths.model, recipe.data, catalog, recipe,
+                          batch_size=recipe.item_batch_size)
+    return f"(best valid NDCG@10 {best.ndcg:.4f} at step {best.step})" if validated and best.step is not None else ""
 
 
 def save_merged(adapter_dir: Path, base: str, out: Path, *, dtype) -> None:
@@ -428,92 +433,47 @@ def _ids(value) -> list[int]:
 
 
 def grpo_args(recipe: R2ecRecipe, output_dir: str, use_cpu: bool, answer_id: int):
-    from trl import GRPOConfig
-
-    return GRPOConfig(
-        **common.trainer_kwargs(recipe, output_dir, use_cpu),
-        num_generations=recipe.num_generations, temperature=recipe.temperature, top_k=recipe.top_k,
-        top_p=recipe.top_p, max_completion_length=max(recipe.max_completion_length, 1), beta=0.0,
+    """TRL's ``GRPOConfig`` of RecPO: no KL, the asymmetric clip, dropout off (the three reads of the
+    user vector agree), the dataset's columns kept for the hooks, vLLM stopped at ``<answer>``."""
+    return common.grpo_config(
+        recipe, output_dir, use_cpu,
+        top_k=recipe.top_k, max_completion_length=max(recipe.max_completion_length, 1), beta=0.0,
         epsilon=recipe.epsilon_low, epsilon_high=recipe.epsilon_high, disable_dropout=True,
         remove_unused_columns=False,
-        use_vllm=recipe.use_vllm, vllm_mode=recipe.vllm_mode,
-        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
         **({"generation_kwargs": {"stop_token_ids": [answer_id]}} if recipe.use_vllm else {}),
     )
 
 
 def train_r2ec(recipe: R2ecRecipe) -> int:
     """`reczero train r2ec`: run (or resume) RecPO; returns 0 on success."""
-    if recipe.dry_run:
-        common.print_plan("R2ec (RecPO)", plan(recipe), dry_run=True)
+    run = common.TrainerRun.start(recipe, plan, stage="r2ec", title="R2ec (RecPO)")
+    if run is None:
         return 0
-    paths, ckpt = common.prepare_run(recipe)
-    if paths.is_done():
-        print(f"{paths.root}: already finished; nothing to do")
-        return 0
-
-    import torch
-    from datasets import Dataset
 
     from reczero.data import schema
-    from reczero.models import configure_threads, load_model
-    from reczero.r2ec.item_table import item_prompt_ids, item_records, load_or_compute_table
+    from reczero.r2ec.item_table import item_prompt_ids, item_records
     from reczero.r2ec.model import R2ecModel, add_answer_token
     from reczero.rankings import ItemCatalog
 
-    p = plan(recipe)
-    common.print_plan("R2ec (RecPO)", p)
-    use_cpu = recipe.use_cpu or not torch.cuda.is_available()
-    model, tokenizer = load_model(recipe.model, dtype=torch.bfloat16 if recipe.bf16 else torch.float32)
-    configure_threads(recipe.threads, model)
+    model, tokenizer = run.load_model()
     answer_id = add_answer_token(model, tokenizer)
     model.generation_config.eos_token_id = [answer_id, *[s for s in _ids(model.generation_config.eos_token_id)
                                                          if s != answer_id]]
     scale = schema.rating_scale(recipe.data)
     catalog = ItemCatalog.from_data(recipe.data)
-    limit = recipe.max_train_samples
-    if recipe.max_steps > 0:
-        reach = recipe.max_steps * p["users_per_step"]
-        limit = reach if limit is None else min(limit, reach)
+    limit = common.reachable_samples(recipe, run.plan["users_per_step"])
     records = train_records(recipe, tokenizer, catalog, scale, limit=limit, shuffle=limit is not None)
     probe = R2ecModel(model, tokenizer, tau=recipe.tau)
     item_prompts = item_prompt_ids(probe, item_records(recipe.data, catalog), recipe)
 
-    trainer = _trainer_class()(
-        model=model, args=grpo_args(recipe, str(paths.checkpoints), use_cpu, answer_id),
-        train_dataset=Dataset.from_list(records), processing_class=tokenizer,
-        peft_config=lora_config(recipe),
-        recipe=recipe, item_prompts=item_prompts, item_ids=list(catalog.ids),
+    samples, best, validated = common.StepSamples(), BestState(run.paths.root), recipe.eval_steps > 0
+    trainer = run.build_trainer(
+        _trainer_class(), grpo_args(recipe, str(run.paths.checkpoints), run.use_cpu, answer_id), model, tokenizer,
+        records, log_extra=samples.drain,
+        late_callbacks=lambda t: [make_validation_callback(t, run.paths, recipe, catalog, scale, best)] if validated else [],
+        recipe=recipe, item_prompts=item_prompts, item_ids=list(catalog.ids), samples=samples,
     )
-    trainer.add_callback(common.make_log_callback(paths, trainer.drain_samples))
-    best = None
-    if recipe.eval_steps > 0:
-        callback, best = make_validation_callback(trainer, paths, recipe, catalog, scale)
-        trainer.add_callback(callback)
-    common.use_compact_progress(trainer)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-
-    dtype = torch.bfloat16 if recipe.bf16 else torch.float32
-    best_dir = paths.root / "best"
-    if paths.model.exists():
-        shutil.rmtree(paths.model)
-    if best is None or not best_dir.is_dir():           # no validation: the last weights
-        trainer.save_model(str(best_dir))
-        tokenizer.save_pretrained(str(best_dir))
-    if recipe.use_lora:                                 # the best valid NDCG@10 is the run's model
-        save_merged(best_dir, recipe.model, paths.model, dtype=dtype)
-        shutil.rmtree(best_dir)
-    else:
-        best_dir.rename(paths.model)
-    final, final_tok = load_model(paths.model, dtype=dtype)
-    load_or_compute_table(R2ecModel(final, final_tok, tau=recipe.tau), paths.model, recipe.data, catalog, recipe,
-                          batch_size=recipe.item_batch_size)
-    summary = {"stage": "r2ec", "global_step": trainer.state.global_step,
-               "train_seconds": round(time.time() - t0, 1), "train_loss": result.training_loss,
-               "best_step": best.step if best else None, "best_valid_ndcg@10": best.ndcg if best else None,
-               "plan": p}
-    paths.done.write_text(json.dumps(summary, indent=2, default=common._jsonable) + "\n")
-    print(f"done: {trainer.state.global_step} steps in {time.time() - t0:.0f}s; model in {paths.model}"
-          + (f" (best valid NDCG@10 {best.ndcg:.4f} at step {best.step})" if best and best.step is not None else ""))
-    return 0
+    result = run.train(trainer)
+    return run.finish(trainer, tokenizer, result, save=lambda: save_best(trainer, run.paths, recipe, catalog, best),
+                      best_step=best.step if validated else None,
+                      **{"best_valid_ndcg@10": best.ndcg if validated else None}, plan=run.plan)
