@@ -27,12 +27,12 @@ import logging
 import time
 from pathlib import Path
 
-from reczero.baselines.base import Baseline
 from reczero.baselines.bias import BiasBaseline
 from reczero.baselines.itemknn import ItemKNN
 from reczero.baselines.mf import BiasedMF
 from reczero.baselines.popularity import Popularity
 from reczero.baselines.ranker import Ranker
+from reczero.baselines.rating import Baseline
 from reczero.baselines.sasrec import SASRec
 from reczero.baselines.simple import AverageBlend, GlobalMean, GlobalMedian, ItemAverage, UserAverage
 from reczero.baselines.svdpp import SVDpp

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reczero.baselines.base import Baseline, IdIndex, bias_sweeps, cf_fallback
+from reczero.baselines.rating import Baseline, IdIndex, bias_sweeps, cf_fallback
 
 
 class BiasBaseline(Baseline):

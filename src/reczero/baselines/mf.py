@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from reczero.baselines.base import Baseline, IdIndex, bias_sweeps, cf_fallback
+from reczero.baselines.rating import Baseline, IdIndex, bias_sweeps, cf_fallback
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 What this module chose, and why:
 
-* One small base class, as :class:`~reczero.baselines.base.Baseline` is for ratings, kept apart
+* One small base class, as :class:`~reczero.baselines.rating.Baseline` is for ratings, kept apart
   from it: a ranker scores every catalog item for a history of item ids, a rating baseline one
   number per (user, item) pair; they share nothing but the ``name``/``HPARAMS`` convention.
 * Rows are those of :func:`reczero.rankings.load_ranking_rows` (with ``timestamps=True`` for

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reczero.baselines.base import Baseline, check_frame
+from reczero.baselines.rating import Baseline, check_frame
 
 PROMPT_COLUMNS = ("user_avg", "item_avg")
 

@@ -1,4 +1,4 @@
-"""The baseline contract (Surprise-like): ``fit(train, valid=None) -> self``, ``predict(df) -> ndarray``.
+"""The rating-baseline contract (Surprise-like): ``fit(train, valid=None) -> self``, ``predict(df) -> ndarray``.
 
 What this module chose, and why:
 
