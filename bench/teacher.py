@@ -36,7 +36,7 @@ from reczero.baselines import make_baseline
 from reczero.cli import main as reczero_main
 from reczero.data import schema as S
 from reczero.teacher import choose_samples
-from reczero.teacher_heuristic import QUALITY, HeuristicTeacher, read_evidence
+from reczero.teacher.heuristic import QUALITY, HeuristicTeacher, read_evidence
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 DEMO_DATA, DEMO_BASE = Path("/tmp/demo-full2/data"), Path("/tmp/demo-full2/base")

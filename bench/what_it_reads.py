@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reczero.teacher_heuristic import QUALITY, quality_word
+from reczero.teacher.heuristic import QUALITY, quality_word
 
 QUOTES = {  # step -> patterns of the average it quotes (current wording first, then the old one)
     "user": (r"User average: (\d\.\d)", r"<analyze user>avg (\d\.\d)"),

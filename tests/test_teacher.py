@@ -22,9 +22,9 @@ from reczero.data.schema import RatingScale
 from reczero.prompts import format_answer
 from reczero.rewards import check_format, parse_rating
 from reczero.teacher import choose_samples, run_teacher
-from reczero.teacher_client import MAX_RETRY_AFTER, RetryPolicy, retry_after
-from reczero.teacher_heuristic import HeuristicTeacher, sentence_score, stances
-from reczero.teacher_store import ENDPOINT_ERROR, TeacherStore
+from reczero.teacher.client import MAX_RETRY_AFTER, RetryPolicy, retry_after
+from reczero.teacher.heuristic import HeuristicTeacher, sentence_score, stances
+from reczero.teacher.store import ENDPOINT_ERROR, TeacherStore
 
 SCALE = RatingScale(1, 5)
 TOLD = re.compile(r"actually rated this item (\d+(?:\.\d+)?)")

@@ -15,14 +15,19 @@ What this module chose, and why:
 * **Exactly one record per requested sample**: ``accepted``, or ``rejected`` with a ``reason``:
   ``format`` (no answer passed the format), ``wrong_rating`` (well-formed answers never came within
   the tolerance, even when told the rating) or ``endpoint_error`` (the endpoint failed beyond its
-  retries; such samples are asked again by a rerun, see :mod:`reczero.teacher_store`).
+  retries; such samples are asked again by a rerun, see :mod:`reczero.teacher.store`).
 * **The two teachers share one protocol** (``name``, ``await answer(sample, messages, feedback)``,
   ``await close()``): :class:`LLMTeacher` (an OpenAI-compatible endpoint, fault handling in
-  :mod:`reczero.teacher_client`) and :class:`reczero.teacher_heuristic.HeuristicTeacher`. Feedback
+  :mod:`reczero.teacher.client`) and :class:`reczero.teacher.heuristic.HeuristicTeacher`. Feedback
   is a typed value, never a magic string the heuristic would have to parse.
 * **Stopping**: if ``abort_after`` samples in a row fail on endpoint errors the run stops (a dead
   endpoint should not be hammered for hours); the exit status is non-zero only when nothing was
   accepted and every sample done failed on the endpoint, i.e. when nothing could be done.
+
+The pieces: this module is the command (sample choice, the conversation, the run's summary);
+:mod:`~reczero.teacher.client` (one chat request with bounded retries),
+:mod:`~reczero.teacher.heuristic` (the embedded teacher without an endpoint) and
+:mod:`~reczero.teacher.store` (the append-only JSONL output, resumable).
 """
 
 from __future__ import annotations
@@ -43,9 +48,9 @@ from reczero.data.schema import RatingScale
 from reczero.errors import DataError
 from reczero.prompts import build_messages, format_rating, template_tags
 from reczero.rewards import check_format, parse_rating
-from reczero.teacher_client import ChatClient, EndpointError, RetryPolicy
-from reczero.teacher_heuristic import HeuristicTeacher
-from reczero.teacher_store import ENDPOINT_ERROR, TeacherStore, summarise
+from reczero.teacher.client import ChatClient, EndpointError, RetryPolicy
+from reczero.teacher.heuristic import HeuristicTeacher
+from reczero.teacher.store import ENDPOINT_ERROR, TeacherStore, summarise
 
 log = logging.getLogger(__name__)
 
