@@ -163,8 +163,6 @@ def write_results(out_dir: str | Path, predictions, *, method: str, split: str, 
     rating scale and Bayes floor (``manifest["bayes"][split]``, when the world is known) are added.
     ``extra`` keys (the model path, hyper-parameters) are added but may not replace a metric.
     """
-    import pyarrow.parquet as pq
-
     from reczero.data import schema
 
     table = _table(predictions)
@@ -174,19 +172,50 @@ def write_results(out_dir: str | Path, predictions, *, method: str, split: str, 
     if manifest:
         result["rating_scale"] = manifest["rating_scale"]
         result["data"] = str(data_dir)
+    return write_result_files(out_dir, PREDICTIONS, table, result, extra=extra)
+
+
+def write_result_files(out_dir: str | Path, name: str, table, result: dict[str, Any], *,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``OUT/<name>`` (the Arrow ``table``) and ``OUT/metrics.json`` (``result``); return the metrics.
+
+    The file pair of every result, rating (:func:`write_results`) or ranking
+    (:func:`reczero.rankings.write_rankings`): ``result`` holds the metrics computed from
+    ``table``; ``extra`` keys (the model path, hyper-parameters) are added but may not replace a
+    metric; ``created`` is stamped. The old ``metrics.json`` goes first and the new one is written
+    last, so metrics never describe an older table.
+    """
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
     clash = sorted(set(extra or {}) & set(result))
     if clash:
-        raise ReczeroError(f"write_results: extra keys {clash} would overwrite computed metrics")
+        raise ReczeroError(f"{out / METRICS}: extra keys {clash} would overwrite computed metrics")
     result.update(extra or {})
     result["created"] = datetime.now(UTC).isoformat(timespec="seconds")
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS).unlink(missing_ok=True)      # never leave metrics that describe older predictions
-    atomic_write(out / PREDICTIONS, lambda tmp: pq.write_table(table, tmp))
+    (out / METRICS).unlink(missing_ok=True)
+    atomic_write(out / name, lambda tmp: pq.write_table(table, tmp))
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
     atomic_write_text(out / METRICS, text)
     return result
+
+
+def read_metrics(out_dir: str | Path, name: str, expected: str) -> dict[str, Any]:
+    """``OUT/metrics.json`` of a directory written by :func:`write_result_files` with table ``name``.
+
+    A missing file of the pair, or metrics that are not JSON, is a :class:`DataError` naming the
+    file (``expected`` says what should have written the directory).
+    """
+    out = Path(out_dir)
+    for file in (METRICS, name):
+        if not (out / file).is_file():
+            raise DataError(f"{out}: no {file} (expected {expected})")
+    try:
+        return json.loads((out / METRICS).read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{out / METRICS}: not valid JSON ({err})") from err
 
 
 @dataclass
@@ -203,11 +232,5 @@ def read_results(out_dir: str | Path) -> Results:
     import pandas as pd
 
     out = Path(out_dir)
-    for name in (METRICS, PREDICTIONS):
-        if not (out / name).is_file():
-            raise DataError(f"{out}: no {name} (expected the output of `reczero eval` or `reczero baseline`)")
-    try:
-        metrics = json.loads((out / METRICS).read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{out / METRICS}: not valid JSON ({err})") from err
+    metrics = read_metrics(out, PREDICTIONS, "the output of `reczero eval` or `reczero baseline`")
     return Results(out, metrics, pd.read_parquet(out / PREDICTIONS))

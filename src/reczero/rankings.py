@@ -19,8 +19,9 @@ The protocol (DESIGN.md, R2EC.md), and why each choice:
   float32 per block) and the top-K comes from ``numpy.argpartition``; a users x items matrix is
   never built in full.
 * **One writer** (:func:`write_rankings`), as :func:`reczero.predictions.write_results` is for
-  ratings: it refuses bad frames, writes the Parquet file atomically and computes ``metrics.json``
-  from the very Arrow table it wrote, so the two always agree.
+  ratings (both write their file pair through :func:`reczero.predictions.write_result_files`): it
+  refuses bad frames, writes the Parquet file atomically and computes ``metrics.json`` from the
+  very Arrow table it wrote, so the two always agree.
 
 Ranking reads the split's ``sample_id, user_id, item_id, user_n, user_history`` (item ids, and
 their timestamps where a trainer asks for them); it never reads ratings, so implicit datasets
@@ -33,7 +34,6 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,12 @@ import numpy as np
 
 from reczero import metrics as M
 from reczero.errors import DataError, ReczeroError
+from reczero.predictions import METRICS, read_metrics, write_result_files
 
 log = logging.getLogger(__name__)
 
 RANKING_KS = (5, 10, 20)
 RANKINGS = "rankings.parquet"
-METRICS = "metrics.json"
 COLUMNS = ("sample_id", "user_id", "item_id", "rank", "user_n", "top_items", "top_scores")
 ROW_COLUMNS = ["sample_id", "user_id", "item_id", "user_n", "user_history"]
 BLOCK_SCORES = 1 << 24          # scores per block: 64 MiB of float32
@@ -368,10 +368,6 @@ def write_rankings(out_dir: str | Path, frame, *, method: str, split: str, data_
     the dataset path and its ranking ceiling (``manifest["ranking_ceiling"][split]``, RecWorld)
     are recorded. ``extra`` keys are added but may not replace a metric.
     """
-    import pyarrow.parquet as pq
-
-    from reczero.io import atomic_write, atomic_write_text
-
     n_items = n_items if n_items is not None else frame.attrs.get("n_items")
     mask_history = mask_history if mask_history is not None else frame.attrs.get("mask_history")
     if n_items is None or mask_history is None:
@@ -386,19 +382,7 @@ def write_rankings(out_dir: str | Path, frame, *, method: str, split: str, data_
         manifest = schema.read_manifest(data_dir)
         result["data"] = str(data_dir)
         result["ranking_ceiling"] = (manifest.get("ranking_ceiling") or {}).get(split)
-    clash = sorted(set(extra or {}) & set(result))
-    if clash:
-        raise ReczeroError(f"write_rankings: extra keys {clash} would overwrite computed metrics")
-    result.update(extra or {})
-    result["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS).unlink(missing_ok=True)      # never leave metrics that describe older rankings
-    atomic_write(out / RANKINGS, lambda tmp: pq.write_table(table, tmp))
-    text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    atomic_write_text(out / METRICS, text)
-    return result
+    return write_result_files(out_dir, RANKINGS, table, result, extra=extra)
 
 
 @dataclass
@@ -415,13 +399,7 @@ def read_rankings(out_dir: str | Path) -> RankingResults:
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
-    for name in (METRICS, RANKINGS):
-        if not (out / name).is_file():
-            raise DataError(f"{out}: no {name} (expected the output of a ranking `reczero eval` or `reczero baseline`)")
-    try:
-        metrics = json.loads((out / METRICS).read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{out / METRICS}: not valid JSON ({err})") from err
+    metrics = read_metrics(out, RANKINGS, "the output of a ranking `reczero eval` or `reczero baseline`")
     if metrics.get("task") != "ranking":
         raise DataError(f"{out / METRICS}: not a ranking result (task={metrics.get('task')!r})")
     frame = pq.read_table(out / RANKINGS).to_pandas()
