@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic world (``world``) and a random-init hidden-size-8 Qwen2 with a
-locally trained tokenizer (``tiny_model``), both built once per test session; :func:`make_test_model`
+locally trained tokenizer (``tiny_model``), both built once per test session, and their R2ec-sized
+twins (``r2ec_world``: 20-entry histories; ``r2ec_model``: hidden size 16); :func:`make_test_model`
 builds other sizes (``from conftest import make_test_model``).
 
 The model is the TRL-tests recipe (hidden size 8, 2 layers): real generation, training and saving
@@ -82,3 +83,19 @@ def world(tmp_path_factory) -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """:func:`make_test_model` at hidden size 8, 2 layers; read-only."""
     return make_test_model(tmp_path_factory.mktemp("model") / "m", hidden_size=8, num_layers=2)
+
+
+@pytest.fixture(scope="session")
+def r2ec_world(tmp_path_factory) -> Path:
+    """The R2ec tests' RecWorld: 40 users, 24 items, 20-entry user histories; read-only."""
+    from reczero import cli
+
+    out = tmp_path_factory.mktemp("r2ec-world") / "data"
+    assert cli.main(["data", "synth", "--out", str(out), "--users", "40", "--items", "24", "--history", "20"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def r2ec_model(tmp_path_factory) -> Path:
+    """:func:`make_test_model` at hidden size 16, 2 layers (the R2ec tests' model); read-only."""
+    return make_test_model(tmp_path_factory.mktemp("r2ec-model") / "m", hidden_size=16, num_layers=2)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from reczero import cli
 from reczero.config import R2ecPromptOptions, R2ecRecipe
 from reczero.data.schema import RatingScale
 from reczero.r2ec import prompts
@@ -18,21 +17,10 @@ from reczero.r2ec.model import R2ecModel, add_answer_token, answer_token_id
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    assert cli.main(["data", "synth", "--out", str(out / "data"), "--users", "40", "--items", "24",
-                     "--history", "20"]) == 0
-    return out / "data"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from conftest import make_test_model
-
+def tiny(r2ec_model):
     from reczero.models import load_model
 
-    path = make_test_model(tmp_path_factory.mktemp("model") / "m", hidden_size=16, num_layers=2)
-    model, tokenizer = load_model(path)
+    model, tokenizer = load_model(r2ec_model)
     torch.manual_seed(0)
     add_answer_token(model, tokenizer)
     return model, tokenizer
@@ -134,7 +122,7 @@ def test_reasoning_is_closed_with_answer(tiny):
 # ----------------------------------------------------------------------------------------------
 
 
-def _trainer(world, tiny_path, tmp_path, **overrides):
+def _trainer(r2ec_world, r2ec_model, tmp_path, **overrides):
     """A RecPOTrainer as train_r2ec builds it (tiny model, 2 users x 2 rollouts)."""
     from datasets import Dataset
 
@@ -144,17 +132,17 @@ def _trainer(world, tiny_path, tmp_path, **overrides):
     from reczero.rankings import ItemCatalog
     from reczero.train import r2ec as T
 
-    recipe = R2ecRecipe(data=str(world), model=str(tiny_path), out=str(tmp_path / "run"), num_generations=2,
+    recipe = R2ecRecipe(data=str(r2ec_world), model=str(r2ec_model), out=str(tmp_path / "run"), num_generations=2,
                         per_device_train_batch_size=4, max_completion_length=6, history_window=4,
                         max_prompt_tokens=256, eval_steps=0, **overrides)
-    model, tokenizer = load_model(tiny_path)
+    model, tokenizer = load_model(r2ec_model)
     torch.manual_seed(0)
     answer = add_answer_token(model, tokenizer)
     model.generation_config.eos_token_id = [answer, tokenizer.eos_token_id]
-    catalog = ItemCatalog.from_data(world)
-    scale = schema.rating_scale(world)
+    catalog = ItemCatalog.from_data(r2ec_world)
+    scale = schema.rating_scale(r2ec_world)
     records = T.train_records(recipe, tokenizer, catalog, scale, limit=4)
-    items = item_prompt_ids(R2ecModel(model, tokenizer), item_records(world, catalog), recipe)
+    items = item_prompt_ids(R2ecModel(model, tokenizer), item_records(r2ec_world, catalog), recipe)
     trainer = T._trainer_class()(model=model, args=T.grpo_args(recipe, str(tmp_path / "ckpt"), True, answer),
                                  train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                                  recipe=recipe, item_prompts=items, item_ids=list(catalog.ids))
@@ -162,15 +150,8 @@ def _trainer(world, tiny_path, tmp_path, **overrides):
     return trainer, inputs
 
 
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    from conftest import make_test_model
-
-    return make_test_model(tmp_path_factory.mktemp("model2") / "m", hidden_size=16, num_layers=2)
-
-
-def test_same_user_vector_at_training_reward_and_evaluation(world, tiny_path, tmp_path):
-    trainer, inputs = _trainer(world, tiny_path, tmp_path)
+def test_same_user_vector_at_training_reward_and_evaluation(r2ec_world, r2ec_model, tmp_path):
+    trainer, inputs = _trainer(r2ec_world, r2ec_model, tmp_path)
     trainer.model.train()
     out = trainer._generate_and_score_completions(inputs)
     reward_time = out["user_vector"]
@@ -197,8 +178,8 @@ def test_same_user_vector_at_training_reward_and_evaluation(world, tiny_path, tm
     assert not torch.allclose(hidden[-2], reward_time[0], atol=1e-3)
 
 
-def test_rollouts_are_scored_on_the_sampled_ids_not_retokenised_text(world, tiny_path, tmp_path, monkeypatch):
-    trainer, inputs = _trainer(world, tiny_path, tmp_path)
+def test_rollouts_are_scored_on_the_sampled_ids_not_retokenised_text(r2ec_world, r2ec_model, tmp_path, monkeypatch):
+    trainer, inputs = _trainer(r2ec_world, r2ec_model, tmp_path)
     tok = trainer.processing_class
     vocab = tok.get_vocab()
     # two tokens whose text re-tokenises as one merged token: decoding and encoding again would change them
@@ -222,8 +203,8 @@ def test_rollouts_are_scored_on_the_sampled_ids_not_retokenised_text(world, tiny
     assert not torch.allclose(r2ec.vectors(prompt, [retok]), out["user_vector"][1:2], atol=1e-4)
 
 
-def test_rewards_and_advantages_of_a_group(world, tiny_path, tmp_path):
-    trainer, inputs = _trainer(world, tiny_path, tmp_path)
+def test_rewards_and_advantages_of_a_group(r2ec_world, r2ec_model, tmp_path):
+    trainer, inputs = _trainer(r2ec_world, r2ec_model, tmp_path)
     trainer.model.train()
     out = trainer._generate_and_score_completions(inputs)
     adv = out["advantages"].view(-1, 2)

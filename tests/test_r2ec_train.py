@@ -20,30 +20,15 @@ FAST = ["--num-generations", "2", "--per-device-train-batch-size", "4", "--max-c
         "--temperature", "1.0"]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    assert cli.main(["data", "synth", "--out", str(out / "data"), "--users", "40", "--items", "24",
-                     "--history", "20"]) == 0
-    return out / "data"
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from conftest import make_test_model
-
-    return make_test_model(tmp_path_factory.mktemp("model") / "m", hidden_size=16, num_layers=2)
-
-
 def _log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-def test_a_real_step_changes_every_parameter_and_logs_recpo(world, tiny, tmp_path):
+def test_a_real_step_changes_every_parameter_and_logs_recpo(r2ec_world, r2ec_model, tmp_path):
     run = tmp_path / "run"
-    assert cli.main(["train", "r2ec", "--data", str(world), "--model", str(tiny), "--out", str(run),
+    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(run),
                      "--max-steps", "2", "--eval-steps", "2", "--eval-samples", "6", *FAST[:-4], "--temperature", "1.0"]) == 0
-    before = load_file(tiny / "model.safetensors")
+    before = load_file(r2ec_model / "model.safetensors")
     after = load_file(run / "model" / "model.safetensors")
     for name, value in before.items():
         if "embed_tokens" in name:           # one row longer: <answer> was added
@@ -65,7 +50,7 @@ def test_a_real_step_changes_every_parameter_and_logs_recpo(world, tiny, tmp_pat
     assert (run / "model" / "item_vectors.pt").is_file()
 
     # reczero eval of the run: greedy reasoning, full ranking; the saved item table is reused
-    assert cli.main(["eval", "--model", str(run), "--data", str(world), "--split", "test", "--limit", "12",
+    assert cli.main(["eval", "--model", str(run), "--data", str(r2ec_world), "--split", "test", "--limit", "12",
                      "--max-new-tokens", "6"]) == 0
     from reczero.rankings import read_rankings
 
@@ -73,14 +58,14 @@ def test_a_real_step_changes_every_parameter_and_logs_recpo(world, tiny, tmp_pat
     assert res.metrics["n"] == 12 and res.metrics["system"] == "r2ec" and res.metrics["n_items"] == 24
     assert res.rankings["rank"].notna().all() and res.metrics["reasoning_tokens_mean"] > 0
     stamp = torch.load(run / "model" / "item_vectors.pt", weights_only=True)["stamp"]
-    assert cli.main(["eval", "--model", str(run), "--data", str(world), "--split", "test", "--limit", "12",
+    assert cli.main(["eval", "--model", str(run), "--data", str(r2ec_world), "--split", "test", "--limit", "12",
                      "--max-new-tokens", "6", "--out", str(tmp_path / "again")]) == 0
     assert torch.load(run / "model" / "item_vectors.pt", weights_only=True)["stamp"] == stamp
     assert read_rankings(tmp_path / "again").metrics["ndcg@10"] == res.metrics["ndcg@10"]   # greedy: the same
 
 
-def test_resume_after_interrupt_same_data_per_step(world, tiny, tmp_path, monkeypatch):
-    args = ["--data", str(world), "--model", str(tiny), "--max-steps", "4", "--save-steps", "2", *FAST]
+def test_resume_after_interrupt_same_data_per_step(r2ec_world, r2ec_model, tmp_path, monkeypatch):
+    args = ["--data", str(r2ec_world), "--model", str(r2ec_model), "--max-steps", "4", "--save-steps", "2", *FAST]
     full = tmp_path / "full"
     assert cli.main(["train", "r2ec", "--out", str(full), *args]) == 0
 
@@ -111,30 +96,30 @@ def test_resume_after_interrupt_same_data_per_step(world, tiny, tmp_path, monkey
     assert per_step(part) == per_step(full) and sorted(per_step(part)) == [1, 2, 3, 4]
 
 
-def test_ablations_no_reasoning_and_no_token_loss(world, tiny, tmp_path):
+def test_ablations_no_reasoning_and_no_token_loss(r2ec_world, r2ec_model, tmp_path):
     run = tmp_path / "plain"
-    assert cli.main(["train", "r2ec", "--data", str(world), "--model", str(tiny), "--out", str(run),
+    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(run),
                      "--max-steps", "1", "--no-reasoning", *FAST]) == 0
     [step] = [r for r in _log(run) if "reward" in r]
     assert step["reasoning_length"] == 0 and "token_loss" not in step and step["item_loss"] != 0
     assert json.loads((run / "done.json").read_text())["plan"]["loss"] == "item loss only (no reasoning)"
     off = tmp_path / "off"
-    assert cli.main(["train", "r2ec", "--data", str(world), "--model", str(tiny), "--out", str(off),
+    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(off),
                      "--max-steps", "1", "--no-token-loss", *FAST]) == 0
     [step] = [r for r in _log(off) if "reward" in r]
     assert step["reasoning_length"] > 0 and "token_loss" not in step
 
 
-def test_lora_run_is_saved_merged_with_the_answer_row_at_the_vocabulary_mean(world, tiny, tmp_path):
+def test_lora_run_is_saved_merged_with_the_answer_row_at_the_vocabulary_mean(r2ec_world, r2ec_model, tmp_path):
     from reczero.models import load_model
     from reczero.r2ec.model import answer_token_id
 
     run = tmp_path / "lora"
-    assert cli.main(["train", "r2ec", "--data", str(world), "--model", str(tiny), "--out", str(run),
+    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(run),
                      "--max-steps", "1", "--use-lora", "--lora-r", "2", "--lora-alpha", "4", *FAST]) == 0
     assert not (run / "model" / "adapter_config.json").exists() and not (run / "best").exists()
     model, tok = load_model(run)
-    base = load_file(tiny / "model.safetensors")
+    base = load_file(r2ec_model / "model.safetensors")
     embed = base["model.embed_tokens.weight"]
     assert answer_token_id(tok) == embed.shape[0]
     merged = model.get_input_embeddings().weight.detach()
