@@ -56,7 +56,7 @@ import pyarrow.json as pj
 
 from reczero.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, RatingScale
 from reczero.data.sources import BATCH_ROWS, RejectLog, line_blocks
-from reczero.data.sources._fields import LATEST_SECONDS, Rejected
+from reczero.data.sources._fields import LATEST_SECONDS, Rejected, ident, number, seconds, text
 from reczero.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ PREFETCH = 4                            # pieces parsed ahead of the line loop t
 
 @dataclass(frozen=True)
 class ReviewColumns:
-    """Where a format keeps the interaction fields, for the vectorised path."""
+    """Where a format keeps the interaction fields: the vectorised path's schema and, for a format
+    whose time is a number, the line loop's row (:meth:`row`)."""
 
     user: str
     item: str
@@ -88,6 +89,24 @@ class ReviewColumns:
                   (self.time, pa.string() if self.date_format else pa.int64())]
         fields += [(name, pa.string()) for name in (self.review, self.summary) if name]
         return pj.ParseOptions(explicit_schema=pa.schema(fields), unexpected_field_behavior="ignore")
+
+    @property
+    def required(self) -> tuple[str, str, str, str]:
+        """The fields a review line must have (named when a file of the wrong format is refused)."""
+        return (self.user, self.item, self.rating, self.time)
+
+    def row(self, obj: dict) -> tuple:
+        """One review line as an INTERACTIONS_SCHEMA row, time in ``1/per_second`` seconds;
+        :class:`Rejected` names the field. Formats with another time (a date string, a fallback
+        field) write their own row function."""
+        try:
+            user, item, rating, ts = obj[self.user], obj[self.item], obj[self.rating], obj[self.time]
+        except KeyError as err:
+            raise Rejected("missing_field", f"no {err.args[0]!r}") from None
+        return (ident(user, self.user), ident(item, self.item), number(rating, self.rating, "bad_rating"),
+                seconds(ts, self.time, per_second=self.per_second),
+                text(obj.get(self.review)) if self.review else None,
+                text(obj.get(self.summary)) if self.summary else None)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -384,12 +403,20 @@ def _wrong_source(path: Path, source: str, stream: str, expected: tuple[str, ...
                      f"for this file? a {source} {kind} line needs {', '.join(expected)}; {seen} (see rejects.jsonl)")
 
 
-def make_readers(name: str, review_row: Callable[[dict], tuple], meta_row: Callable[[dict], tuple], *,
-                 review_fields: tuple[str, ...], meta_fields: tuple[str, ...], columns: ReviewColumns,
-                 default_scale: RatingScale, loose: Callable[[str], Any] | None = None,
+def make_readers(name: str, meta_row: Callable[[dict], tuple], *, columns: ReviewColumns,
+                 meta_fields: tuple[str, ...], default_scale: RatingScale,
+                 review_row: Callable[[dict], tuple] | None = None, loose: Callable[[str], Any] | None = None,
                  item_fields: pa.Schema | None = None):
     """The two reader functions of the source contract for a JSON-lines format (one per source module).
+
+    Reviews are read by ``review_row`` (default: ``columns.row``, which needs a numeric time) and
+    must have ``columns.required``; items by ``meta_row``, and must have ``meta_fields``.
     ``item_fields``: the columns that ``meta_row`` returns after the ITEMS_SCHEMA ones, if any."""
+    if review_row is None:
+        if columns.date_format:
+            raise ValueError(f"{name}: a date-string time needs the format's own review_row")
+        review_row = columns.row
+    review_fields = columns.required
 
     def read_interactions(path: Path, rejects: RejectLog, scale: RatingScale | None = default_scale,
                           vectorised: bool = True, line_numbers: bool = False, **_: object) -> Iterator[pa.RecordBatch]:

@@ -35,7 +35,6 @@ from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "amazon2014"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
-REVIEW_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime")
 COLUMNS = ReviewColumns("reviewerID", "asin", "overall", "unixReviewTime", "reviewText", "summary")
 META_FIELDS = ("asin",)
 
@@ -70,5 +69,5 @@ def meta_row(obj: dict) -> tuple:
 
 
 read_interactions, read_items = make_readers(
-    NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
-    default_scale=DEFAULT_SCALE, loose=ast.literal_eval)
+    NAME, meta_row, columns=COLUMNS, meta_fields=META_FIELDS, default_scale=DEFAULT_SCALE, review_row=review_row,
+    loose=ast.literal_eval)

@@ -27,26 +27,13 @@ from reczero.data.sources._fields import (
     describe,
     ident,
     labelled,
-    number,
-    seconds,
-    text,
 )
 from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "amazon2018"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
-REVIEW_FIELDS = ("reviewerID", "asin", "overall", "unixReviewTime")
 COLUMNS = ReviewColumns("reviewerID", "asin", "overall", "unixReviewTime", "reviewText", "summary")
 META_FIELDS = ("asin",)
-
-
-def review_row(obj: dict) -> tuple:
-    try:
-        user, item, rating, ts = obj["reviewerID"], obj["asin"], obj["overall"], obj["unixReviewTime"]
-    except KeyError as err:
-        raise Rejected("missing_field", f"no {err.args[0]!r}") from None
-    return (ident(user, "reviewerID"), ident(item, "asin"), number(rating, "overall", "bad_rating"),
-            seconds(ts, "unixReviewTime"), text(obj.get("reviewText")), text(obj.get("summary")))
 
 
 def meta_row(obj: dict) -> tuple:
@@ -71,5 +58,4 @@ def _main_cat(value: object) -> str | None:
 
 
 read_interactions, read_items = make_readers(
-    NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
-    default_scale=DEFAULT_SCALE)
+    NAME, meta_row, columns=COLUMNS, meta_fields=META_FIELDS, default_scale=DEFAULT_SCALE)

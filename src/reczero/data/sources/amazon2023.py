@@ -29,27 +29,14 @@ from reczero.data.sources._fields import (
     describe,
     ident,
     labelled,
-    number,
-    seconds,
-    text,
 )
 from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "amazon2023"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
-REVIEW_FIELDS = ("user_id", "parent_asin", "rating", "timestamp")
 COLUMNS = ReviewColumns("user_id", "parent_asin", "rating", "timestamp", "text", "title", per_second=1000)
 META_FIELDS = ("parent_asin",)
 RAW_TITLE_CHARS = 2_000          # enough to see a tag; a page of junk is not kept whole
-
-
-def review_row(obj: dict) -> tuple:
-    try:
-        user, item, rating, ts = obj["user_id"], obj["parent_asin"], obj["rating"], obj["timestamp"]
-    except KeyError as err:
-        raise Rejected("missing_field", f"no {err.args[0]!r}") from None
-    return (ident(user, "user_id"), ident(item, "parent_asin"), number(rating, "rating", "bad_rating"),
-            seconds(ts, "timestamp", per_second=1000), text(obj.get("text")), text(obj.get("title")))
 
 
 def meta_row(obj: dict) -> tuple:
@@ -65,5 +52,5 @@ def meta_row(obj: dict) -> tuple:
 
 
 read_interactions, read_items = make_readers(
-    NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
-    default_scale=DEFAULT_SCALE, item_fields=ITEM_CHECK_FIELDS)
+    NAME, meta_row, columns=COLUMNS, meta_fields=META_FIELDS, default_scale=DEFAULT_SCALE,
+    item_fields=ITEM_CHECK_FIELDS)

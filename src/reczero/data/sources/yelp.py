@@ -30,7 +30,6 @@ from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "yelp"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
-REVIEW_FIELDS = ("user_id", "business_id", "stars", "date")
 COLUMNS = ReviewColumns("user_id", "business_id", "stars", "date", "text", None, date_format="%Y-%m-%d %H:%M:%S")
 META_FIELDS = ("business_id",)
 _EPOCH = datetime(1970, 1, 1)
@@ -84,5 +83,4 @@ def meta_row(obj: dict) -> tuple:
 
 
 read_interactions, read_items = make_readers(
-    NAME, review_row, meta_row, review_fields=REVIEW_FIELDS, meta_fields=META_FIELDS, columns=COLUMNS,
-    default_scale=DEFAULT_SCALE)
+    NAME, meta_row, columns=COLUMNS, meta_fields=META_FIELDS, default_scale=DEFAULT_SCALE, review_row=review_row)
