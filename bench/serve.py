@@ -62,16 +62,17 @@ class Server:
         self.stop()
         raise RuntimeError("server not ready in time")
 
-    def batch_mean(self, model: str) -> float | None:
+    def batch_sizes(self, model: str) -> dict[str, float]:
+        """The server's batch-size histogram of ``model``: cumulative bucket counts, sum and count."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        values = {}
+        out: dict[str, float] = {}
         for family in text_string_to_metric_families(httpx.get(f"{self.url}/metrics", timeout=10).text):
             for s in family.samples:
-                if s.name in ("reczero_batch_size_sum", "reczero_batch_size_count") and s.labels.get("model") == model:
-                    values[s.name] = s.value
-        count = values.get("reczero_batch_size_count", 0)
-        return values["reczero_batch_size_sum"] / count if count else None
+                if s.name.startswith("reczero_batch_size") and s.labels.get("model") == model:
+                    key = f"le={s.labels['le']}" if "le" in s.labels else s.name.removeprefix("reczero_batch_size_")
+                    out[key] = s.value
+        return out
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -116,9 +117,13 @@ def phase(runs: list[str], flags: list[str], model: str, path: str, bodies: list
     try:
         warm = bodies[: min(4, len(bodies))]
         asyncio.run(load(server.url, path, warm, len(warm), args.max_seconds))
-        before = os.getloadavg()[0]
+        before, sizes = os.getloadavg()[0], server.batch_sizes(model)
         result = asyncio.run(load(server.url, path, bodies, args.clients, args.max_seconds))
-        result["mean_batch"] = server.batch_mean(model)
+        after = server.batch_sizes(model)              # this phase only (the warm-up's batches taken out)
+        delta = {k: after.get(k, 0) - sizes.get(k, 0) for k in after}
+        result["batches"] = int(delta.get("count", 0))
+        result["mean_batch"] = delta["sum"] / delta["count"] if delta.get("count") else None
+        result["batch_histogram"] = {k: int(v) for k, v in delta.items() if k.startswith("le=")}
         result["load_before"], result["load_after"] = before, os.getloadavg()[0]
     finally:
         server.stop()
@@ -138,6 +143,8 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="The server's --max-new-tokens.")
     parser.add_argument("--threads", type=int, default=0, help="The server's --threads.")
     parser.add_argument("--modes", default="batched,unbatched", help="Which modes to run (comma-separated).")
+    parser.add_argument("--rounds", type=int, default=1, help="Run the modes this many times, interleaved (the "
+                        "load of a shared machine drifts; each round's ratio compares neighbours).")
     parser.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = parser.parse_args()
 
@@ -152,29 +159,32 @@ def main() -> int:
                     "cpus": os.cpu_count(), "results": {}}
 
     predict = [{"model": "served", "user_id": u, "item_id": i} for u, i in zip(pairs["user_id"], pairs["item_id"], strict=True)]
-    for mode, flags in modes.items():
-        result = phase([f"served={args.run}"], common + flags, "served", "/v1/predict", predict, args)
-        report["results"][f"predict/{mode}"] = result
-        print(f"predict {mode}: {json.dumps(result)}", flush=True)
+    users = test["user_id"].unique()
+    recommend = [{"model": "served", "user_id": users[j % len(users)], "k": 10} for j in range(args.recommend_requests)]
+    endpoints = [("predict", args.run, "/v1/predict", predict)]
     if args.ranking_run:
-        users = test["user_id"].unique()
-        recommend = [{"model": "served", "user_id": users[j % len(users)], "k": 10} for j in range(args.recommend_requests)]
-        for mode, flags in modes.items():
-            result = phase([f"served={args.ranking_run}"], common + flags, "served", "/v1/recommend", recommend, args)
-            report["results"][f"recommend/{mode}"] = result
-            print(f"recommend {mode}: {json.dumps(result)}", flush=True)
+        endpoints.append(("recommend", args.ranking_run, "/v1/recommend", recommend))
+    for endpoint, run, path, bodies in endpoints:
+        for round_ in range(1, args.rounds + 1):
+            for mode, flags in modes.items():
+                result = phase([f"served={run}"], common + flags, "served", path, bodies, args)
+                report["results"][f"{endpoint}/{mode}/{round_}"] = result
+                print(f"{endpoint} {mode} round {round_}: {json.dumps(result)}", flush=True)
 
-    print("\n| endpoint | mode | answered | errors | p50 ms | p99 ms | req/s | mean batch |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| endpoint | mode | round | answered | errors | p50 ms | p99 ms | req/s | batches (mean size) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for key, r in report["results"].items():
-        endpoint, mode = key.split("/")
-        mean_batch = f"{r['mean_batch']:.1f}" if r["mean_batch"] else "-"
-        print(f"| {endpoint} | {mode} | {r['ok']}/{r['sent']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
-              f"| {r['throughput_rps']:.2f} | {mean_batch} |")
-    for endpoint in ("predict", "recommend"):
-        b, u = report["results"].get(f"{endpoint}/batched"), report["results"].get(f"{endpoint}/unbatched")
-        if b and u and u["throughput_rps"]:
-            print(f"{endpoint}: {b['throughput_rps'] / u['throughput_rps']:.2f}x throughput with micro-batching")
+        endpoint, mode, round_ = key.split("/")
+        mean_batch = f"{r['batches']} ({r['mean_batch']:.1f})" if r["mean_batch"] else "-"
+        print(f"| {endpoint} | {mode} | {round_} | {r['ok']}/{r['sent']} | {r['errors']} | {r['p50_ms']:.0f} "
+              f"| {r['p99_ms']:.0f} | {r['throughput_rps']:.2f} | {mean_batch} |")
+    for endpoint, *_ in endpoints:
+        for round_ in range(1, args.rounds + 1):
+            b = report["results"].get(f"{endpoint}/batched/{round_}")
+            u = report["results"].get(f"{endpoint}/unbatched/{round_}")
+            if b and u and u["throughput_rps"]:
+                print(f"{endpoint} round {round_}: {b['throughput_rps'] / u['throughput_rps']:.2f}x throughput "
+                      "with micro-batching")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
