@@ -217,7 +217,7 @@ def ours_metrics(res_dir: Path) -> dict:
     log = [json.loads(line) for line in (res_dir.parents[1] / "log.jsonl").read_text().splitlines() if line.strip()]
     return {**{k: m[k] for k in METRIC_KEYS if k in m}, "mrr@20": float(np.mean(np.where(ranks <= 20, 1.0 / ranks, 0.0))),
             "fit_s": m["fit_seconds"], "n": m["n"], "n_items": m["n_items"], "n_unknown": m["n_unknown_targets"],
-            "epochs_run": len(log) if len(log) > 1 else None}
+            "epochs_run": sum(1 for row in log if row.get("epoch", 0) > 0) or None}
 
 
 # ------------------------------------------------------------------------------------------------
