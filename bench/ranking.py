@@ -250,7 +250,7 @@ def cmd_movielens(args) -> None:
             sys.exit(rc)
     python = ensure_venv()
     datasets = export_recbole(data, work / "recbole")
-    sasrec_args = ["--epochs", str(args.epochs), "--patience", str(args.patience), "--seed", str(args.seed)]
+    sasrec_args = ["--epochs", str(args.ours_epochs or args.epochs), "--patience", str(args.patience), "--seed", str(args.seed)]
     rows = [  # interleaved, so machine load hits both libraries alike
         ("reczero popularity", run_ours("popularity", data, work / "ours-popularity", args, [])),
         ("RecBole Pop", run_recbole(python, "Pop", datasets["pairs"], args, args.threads)),
@@ -262,8 +262,7 @@ def cmd_movielens(args) -> None:
              ("reczero sasrec, nothing masked (RecBole SASRec's masking)", ours_as_recbole(work / "ours-sasrec", data))]
     m = json.loads((data / "manifest.json").read_text())
     ours = dict(rows)["reczero sasrec"]
-    lines = [f"`python bench/ranking.py movielens --epochs {args.epochs} --patience {args.patience} --threads "
-             f"{args.threads}` — {date.today().isoformat()}, {platform.machine()}, 2 CPU cores shared with other "
+    lines = [f"`python bench/ranking.py {' '.join(sys.argv[1:])}` — {date.today().isoformat()}, {platform.machine()}, 2 CPU cores shared with other "
              f"jobs (load average {os.getloadavg()[0]:.1f} at the end), torch threads {args.threads}", "",
              f"ml-latest-small, leave-one-out ({m['splits']['valid']} valid / {m['splits']['test']} test users), "
              f"history window 50; ours rank {ours['n_items']} train items ({ours['n_unknown']} test targets unknown "
@@ -333,6 +332,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="MovieLens folder with ratings.csv.")
     parser.add_argument("--work", default="/tmp/reczero-bench-ranking", help="Working directory (datasets, runs).")
     parser.add_argument("--epochs", type=int, default=200, help="SASRec: most epochs, both libraries.")
+    parser.add_argument("--ours-epochs", type=int, default=None,
+                        help="movielens: most epochs of our SASRec when it differs from RecBole's (e.g. equal wall time "
+                             "against a reused RecBole run); default --epochs.")
     parser.add_argument("--patience", type=int, default=10, help="SASRec: epochs without valid NDCG@10 gain before stopping.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every run.")
     parser.add_argument("--seed", type=int, default=0)
