@@ -1,7 +1,7 @@
 """Load test of `reczero serve` on loopback: /v1/predict and /v1/recommend, with and without micro-batching.
 
 For each endpoint and each mode, a fresh `reczero serve` process is started on 127.0.0.1 (batched:
-``--max-batch-size B --max-wait-ms W``; unbatched: ``--no-batching``, one request per model call,
+``--max-batch-size B [--max-wait-ms W]``; unbatched: ``--no-batching``, one request per model call,
 same queue and worker thread), waited for on ``/readyz``, warmed up with a few requests, then
 loaded by ``--clients`` concurrent clients (asyncio + httpx, one connection each) sending a fixed
 list of ``--requests`` requests between them. A phase stops by itself when the list is done or
@@ -139,7 +139,7 @@ def main() -> int:
     parser.add_argument("--recommend-requests", type=int, default=2000, help="Requests per phase (recommend).")
     parser.add_argument("--max-seconds", type=float, default=300, help="A phase stops after this long.")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="The server's --max-wait-ms (default: its default).")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="The server's --max-new-tokens.")
     parser.add_argument("--threads", type=int, default=0, help="The server's --threads.")
     parser.add_argument("--modes", default="batched,unbatched", help="Which modes to run (comma-separated).")
@@ -152,7 +152,8 @@ def main() -> int:
     test = pd.read_parquet(data / "test.parquet", columns=["user_id", "item_id"])
     pairs = test.iloc[np.arange(args.requests) % len(test)]
     common = ["--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)]
-    modes = {"batched": ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)],
+    wait = [] if args.max_wait_ms is None else ["--max-wait-ms", str(args.max_wait_ms)]
+    modes = {"batched": ["--max-batch-size", str(args.max_batch_size), *wait],
              "unbatched": ["--no-batching"]}
     modes = {m: modes[m] for m in args.modes.split(",")}
     report: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "args": vars(args),
@@ -171,13 +172,13 @@ def main() -> int:
                 report["results"][f"{endpoint}/{mode}/{round_}"] = result
                 print(f"{endpoint} {mode} round {round_}: {json.dumps(result)}", flush=True)
 
-    print("\n| endpoint | mode | round | answered | errors | p50 ms | p99 ms | req/s | batches (mean size) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| endpoint | mode | round | answered | errors | p50 ms | p99 ms | req/s | batches (mean size) | of 1-2 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, r in report["results"].items():
         endpoint, mode, round_ = key.split("/")
         mean_batch = f"{r['batches']} ({r['mean_batch']:.1f})" if r["mean_batch"] else "-"
         print(f"| {endpoint} | {mode} | {round_} | {r['ok']}/{r['sent']} | {r['errors']} | {r['p50_ms']:.0f} "
-              f"| {r['p99_ms']:.0f} | {r['throughput_rps']:.2f} | {mean_batch} |")
+              f"| {r['p99_ms']:.0f} | {r['throughput_rps']:.2f} | {mean_batch} | {r['batch_histogram'].get('le=2.0', '-')} |")
     for endpoint, *_ in endpoints:
         for round_ in range(1, args.rounds + 1):
             b = report["results"].get(f"{endpoint}/batched/{round_}")

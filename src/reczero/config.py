@@ -500,7 +500,7 @@ class ServeConfig:
     port: int = opt(8000, "TCP port to listen on.")
     api_key_env: str | None = opt(None, "Environment variable holding the bearer key every /v1 route then requires (401 without it); /healthz, /readyz and /metrics stay open.")
     max_batch_size: int = opt(32, "Most requests one generate (or ranker) call serves at once.")
-    max_wait_ms: float = opt(10.0, "Longest a request waits for others to join its batch, in milliseconds.")
+    max_wait_ms: float = opt(1000.0, "Longest a batch waits for the requests recent concurrency says are coming, in milliseconds; it also waits at most a quarter of the last model call, and a lone client not at all (see reczero.serve.batcher).")
     batching: bool = opt(True, "Micro-batch concurrent requests into one model call; --no-batching serves one request per call (for comparison in bench/serve.py).")
     max_new_tokens: int = opt(256, "Generated tokens per answer (/v1/predict), and the cap on a chat request's max_tokens.")
     max_body_bytes: int = opt(1_000_000, "Largest request body accepted (413 above it).")
