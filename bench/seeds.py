@@ -145,7 +145,7 @@ def render(summary: dict) -> str:
 
 def plot(summaries: list[dict], path: Path) -> None:
     """One panel per split: each arm's MAE per seed (dots, seed number beside) and its mean (bar)."""
-    from reczero.report_plots import _plt, colors
+    from reczero.report.plots import _plt, colors
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.2), sharey=True, squeeze=False)

@@ -13,7 +13,7 @@ from reczero.data import schema as S
 from reczero.predictions import write_results
 from reczero.rankings import ItemCatalog, load_ranking_rows, rank_rows, write_rankings
 from reczero.report import report
-from reczero.report_ranking import CEILING, find_rankings, paired_differences, table_rows
+from reczero.report.ranking import CEILING, find_rankings, paired_differences, table_rows
 
 
 @pytest.fixture(scope="module")

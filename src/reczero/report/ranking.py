@@ -127,7 +127,7 @@ def difference_rows(diffs: list[dict[str, Any]]) -> list[list[str]]:
 
 def figures(entries: list[RankingEntry]) -> list[tuple[str, str, Any]]:
     """(file stem, caption, figure) of the ranking figures."""
-    from reczero import report_plots as P
+    from reczero.report import plots as P
 
     palette = dict(zip([e.name for e in entries], P.colors(len(entries)), strict=True))
     top = ceiling(entries)

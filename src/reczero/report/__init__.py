@@ -18,7 +18,7 @@ What this module chose, and why:
 * ``claims``: statements with a verdict computed by the caller (the demo), rendered as
   "holds" / "does not hold"; the report never decides them itself.
 * **Ranking results** (``rankings.parquet`` beside ``metrics.json``) get their own section,
-  built by ``report_ranking``: a Hit/NDCG/MRR table with the ranking ceiling row, paired-bootstrap
+  built by ``report.ranking``: a Hit/NDCG/MRR table with the ranking ceiling row, paired-bootstrap
   NDCG@10 differences, Hit/NDCG@K and NDCG-by-history figures. A report may hold both kinds; the
   rating part is unchanged, and absent when no rating result is found.
 """
@@ -132,7 +132,7 @@ HEADER = ["method", "MAE", "RMSE", "parse failures", "n", "warning"]
 
 def _figures(entries: list[Entry]) -> list[tuple[str, str, Any]]:
     """(file stem, caption, figure) for every figure there is data for."""
-    from reczero import report_plots as P
+    from reczero.report import plots as P
 
     palette = dict(zip([e.name for e in entries], P.colors(len(entries)), strict=True))
     bayes = next((e.metrics["bayes_mae"] for e in entries if e.metrics.get("bayes_mae") is not None), None)
@@ -163,7 +163,7 @@ def report(run_dirs: list[str | Path], out: str | Path, split: str = "test", tit
     """Write ``OUT/report.html`` (self-contained), ``OUT/report.md`` and its PNGs; return the HTML path."""
     import matplotlib.pyplot as plt
 
-    from reczero import report_ranking as R
+    from reczero.report import ranking as R
 
     entries = find_results(run_dirs, split)
     ranked = R.find_rankings(run_dirs, split)
@@ -224,7 +224,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _markdown(title, split, rows, images, claims, entries, created, ranking=None) -> str:
-    from reczero import report_ranking as R
+    from reczero.report import ranking as R
 
     lines = [f"# {title}", ""]
     if entries:
@@ -272,7 +272,7 @@ def _html_images(images) -> list[str]:
 
 
 def _html(title, split, rows, images, claims, entries, created, ranking=None) -> str:
-    from reczero import report_ranking as R
+    from reczero.report import ranking as R
 
     e = html.escape
     body = [f"<h1>{e(title)}</h1>"]
