@@ -457,7 +457,7 @@ class BaselineConfig:
     heads: int | None = opt(None, "sasrec: attention heads per block (default 2).")
     dropout: float | None = opt(None, "sasrec: dropout rate (default 0.5).")
     max_len: int | None = opt(None, "sasrec: longest item sequence the model reads (default 50); scoring reads the row's history window (prepare with --history >= this to use all of it).")
-    batch_size: int | None = opt(None, "sasrec: training sequences per batch (default 128); mf/svdpp: ratings per batch.")
+    batch_size: int | None = opt(None, "sasrec: training sequences per batch (default 32); mf/svdpp: ratings per batch.")
     neighbors: int | None = opt(None, "itemknn: most similar items kept per item (default 100).")
     shrink: float | None = opt(None, "itemknn: shrinkage added to the cosine's denominator (default 10).")
     seed: int = opt(0, "Random seed.")
