@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo demo-full test test-all lint bench clean setup
+.PHONY: demo demo-full demo-ranking test test-all lint bench clean setup
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: $(STAMP)  ## the whole pipeline on the embedded default, small sizes (minu
 
 demo-full: $(STAMP)  ## the full demo (about an hour on 2 cores)
 	$(BIN)/reczero demo --out $(DEMO_OUT)-full
+
+demo-ranking: $(STAMP)  ## the full demo's ranking part: R2ec-tiny against popularity, SASRec and the ceiling
+	$(BIN)/reczero demo --task ranking --out $(DEMO_OUT)-full
 
 test: $(STAMP)  ## the default test suite (no network, no GPU)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -59,7 +59,8 @@ COMMANDS: list[Command] = [
     Command(("report",), None, "reczero.report:report_cli",
             "One HTML/Markdown report (tables and plots) from run directories."),
     Command(("demo",), C.DemoConfig, "reczero.demo:demo",
-            "The whole pipeline on the embedded default: data, baselines, base, RecZero, teacher, SFT, RecOne, eval, report."),
+            "The whole pipeline on the embedded default: data, baselines, base, RecZero, teacher, SFT, RecOne, eval, report; "
+            "and the ranking part (--task ranking): popularity, SASRec, R2ec-tiny and its ablations, the ceiling."),
 ]
 
 

@@ -170,6 +170,9 @@ class SynthConfig(SampleOptions):
     interactions_per_user: float = opt(25.0, "Mean interactions per user (activity is long-tailed around it).")
     noise: float = opt(0.6, "Standard deviation of the rating noise (on the latent, pre-rounding scale).")
     half_stars: bool = opt(False, "Ratings in half stars (0.5 steps) instead of whole stars.")
+    choice_temperature: float = opt(1.0, "How strongly choices follow taste: each user picks items with probability "
+                                    "∝ popularity · exp(choice_temperature · taste) (recorded in the manifest's world; "
+                                    "the ranking demo uses 2.5, where taste moves the next pick more than popularity).")
     raw_format: str | None = opt(None, "Also write the world as a raw dump in this real format.", choices=["amazon2018", "amazon2023", "yelp"])
     raw_out: str | None = opt(None, "Path of the raw reviews file (meta is written beside it); needs --raw-format.")
     raw_only: bool = opt(False, "Write only the raw dump (skip the prepared dataset); for loader benchmarks.")
@@ -191,7 +194,24 @@ class SynthConfig(SampleOptions):
 
 
 @dataclass
-class BaseConfig(PromptOptions):
+class R2ecPromptOptions:
+    """How a split row becomes R2ec's user prompt and an item its item prompt (reczero.r2ec.prompts)."""
+
+    history_window: int = opt(20, "User prompt: the user's most recent N history items, oldest first (the reference: 20; prepare the data with --history >= N).")
+    history_attributes: bool = opt(False, "User prompt: show each history item's attributes in brackets after its title (RecWorld's titles carry none).")
+    history_reviews: bool = opt(False, "User prompt: show each history item's review snippet (RecWorld's tastes live in its reviews).")
+    review_chars: int = opt(160, "User prompt: review snippets are cut to this many characters.")
+    description_words: int = opt(100, "Item prompt: the description is cut to its first N words, in source order.")
+    max_prompt_tokens: int = opt(1024, "User prompt token budget; the oldest history lines are dropped first.")
+
+    def __post_init__(self) -> None:
+        for name in ("history_window", "review_chars", "description_words", "max_prompt_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class BaseConfig(PromptOptions, R2ecPromptOptions):
     """`reczero base`: the tiny base model (tokenizer + pretraining + format warm-up)."""
 
     data: str = opt("", "Prepared dataset directory (its train split and items are the pretraining text).")
@@ -205,6 +225,11 @@ class BaseConfig(PromptOptions):
                                    "again in <match>); at the rating's position the target is the model's own rating "
                                    "prior, never the true rating (0: no warm-up).")
     format_warmup_lr: float = opt(3e-3, "Format warm-up peak learning rate.")
+    format_warmup: str = opt("rating", "What the format warm-up teaches: 'rating' = the rating prompt (--template) and "
+                             "its tagged answer; 'r2ec' = R2ec's user prompt (the --history-* options) answered by a "
+                             "short reasoning that quotes the newest history items, closed by <answer> (added as one "
+                             "token), and R2ec's item prompts in the pretraining text. Build one base per choice.",
+                             choices=["rating", "r2ec"])
     rating_weight: float = opt(10.0, "Pretraining loss weight of a rating token (after \"rated \") relative to other "
                                "tokens (ratings are ~3%% of the text; 1 = plain language modelling).")
     rating_lists: bool = opt(True, "Also pretrain on the user and item pages without their review text (ratings lists): "
@@ -216,6 +241,7 @@ class BaseConfig(PromptOptions):
     seed: int = opt(0, "Random seed.")
 
     def __post_init__(self) -> None:
+        R2ecPromptOptions.__post_init__(self)
         require(self, "data", "out")
         if self.vocab_size < 256 or self.batch_size < 1 or self.seq_len < 16:
             raise ConfigError(f"need vocab_size >= 256 (the byte alphabet), batch_size >= 1 and seq_len >= 16; got "
@@ -325,23 +351,6 @@ class SFTRecipe(TrainCommon):
         super().__post_init__()
         if not self.dry_run:
             require(self, "teacher_data")
-
-
-@dataclass
-class R2ecPromptOptions:
-    """How a split row becomes R2ec's user prompt and an item its item prompt (reczero.r2ec.prompts)."""
-
-    history_window: int = opt(20, "User prompt: the user's most recent N history items, oldest first (the reference: 20; prepare the data with --history >= N).")
-    history_attributes: bool = opt(False, "User prompt: show each history item's attributes in brackets after its title (RecWorld's titles carry none).")
-    history_reviews: bool = opt(False, "User prompt: show each history item's review snippet (RecWorld's tastes live in its reviews).")
-    review_chars: int = opt(160, "User prompt: review snippets are cut to this many characters.")
-    description_words: int = opt(100, "Item prompt: the description is cut to its first N words, in source order.")
-    max_prompt_tokens: int = opt(1024, "User prompt token budget; the oldest history lines are dropped first.")
-
-    def __post_init__(self) -> None:
-        for name in ("history_window", "review_chars", "description_words", "max_prompt_tokens"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -530,6 +539,10 @@ class DemoConfig:
 
     out: str = opt("demo", "Output directory of the demo (every stage writes below it).")
     quick: bool = opt(False, "Small sizes: minutes on a laptop CPU.")
+    task: str | None = opt(None, "Which part to run: 'rating' (RecZero, RecOne and the rating baselines), 'ranking' "
+                           "(R2ec and its ablations against popularity, SASRec and the ranking ceiling) or 'all'. "
+                           "Default: the recipe's 'parts' (--quick: both; full: rating; the full ranking part is "
+                           "'reczero demo --task ranking').", choices=["all", "rating", "ranking"])
     force: bool = opt(False, "Redo stages that already finished.")
     seed: int = opt(0, "Random seed.")
 

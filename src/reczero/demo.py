@@ -1,12 +1,23 @@
 """`reczero demo`: the whole pipeline on the embedded default, every stage for real.
 
-RecWorld data → baselines (global, median, user, item, avg-blend, mf) → tiny base model →
-RecZero (GRPO from the base) → heuristic teacher → SFT-only (distillation from the base) → RecOne
-(GRPO from the SFT-only model: cold start, then RL) → evaluation of every model on the test split →
-report, with the claims of the papers checked in words.
+**Rating part**: RecWorld data → baselines (global, median, user, item, avg-blend, mf) → tiny base
+model → RecZero (GRPO from the base) → heuristic teacher → SFT-only (distillation from the base) →
+RecOne (GRPO from the SFT-only model: cold start, then RL) → evaluation of every model on the test
+split → report, with the claims of the papers checked in words.
+
+**Ranking part** (``--task ranking``; in ``OUT/ranking``): a RecWorld whose choices follow taste
+more strongly (``choice_temperature`` in the recipe, recorded in the manifest: on the default world
+the room between popularity and the ranking ceiling is small, R2EC.md) → popularity and SASRec →
+a tiny base warmed up for R2ec's reasoning (``reczero base --format-warmup r2ec``) → R2ec-tiny by
+RecPO, its no-reasoning ablation (user vector right after the prompt, item loss only) and RecPO
+with the token loss off (what the reference effectively trained) → full-ranking evaluation on the
+test split → the table with the ranking ceiling, and the claims checked by the paired bootstrap of
+per-sample NDCG@10 differences (95% interval above zero and a gap of at least
+:data:`MIN_NDCG_GAP`). The rating part keeps its world.
 
 The stage settings live in ``configs/cpu/demo-quick.yaml`` and ``demo-full.yaml`` (one section per
-stage, keys of that stage's command). Each stage writes a marker ``.stages/<name>.json`` when it
+stage, keys of that stage's command; the ranking part's in their ``ranking`` section, and ``parts``
+says which parts a plain ``reczero demo`` runs). Each stage writes a marker ``.stages/<name>.json`` when it
 finished; a rerun skips finished stages (``--force`` redoes them from scratch). Every stage calls the
 same library function as its CLI command, so a user can rerun any one by hand.
 """
@@ -28,6 +39,7 @@ from reczero.config import (
     DemoConfig,
     EvalConfig,
     GRPORecipe,
+    R2ecRecipe,
     SFTRecipe,
     SynthConfig,
     TeacherConfig,
@@ -148,6 +160,24 @@ def results_table(metrics: dict[str, dict[str, Any]], floor: dict[str, Any] | No
 
 
 def demo(cfg: DemoConfig) -> int:
+    s = demo_settings(cfg.quick)
+    root = Path(cfg.out)
+    parts = ["rating", "ranking"] if cfg.task == "all" else [cfg.task] if cfg.task else s.get("parts", ["rating"])
+    st = Stages(root, cfg.force)
+    t_start = time.time()
+    print(f"reczero demo ({'quick' if cfg.quick else 'full'}; {' + '.join(parts)}) -> {root}")
+    if "rating" in parts:
+        rating_demo(cfg, s, root, st)
+    if "ranking" in parts:
+        ranking_demo(cfg, s["ranking"], root / "ranking", st)
+    elif not cfg.quick:
+        print("\nthe ranking part (R2ec-tiny): reczero demo --task ranking" + (f" --out {root}" if cfg.out != "demo" else ""))
+    print(f"(total {time.time() - t_start:.0f}s)")
+    return 0
+
+
+def rating_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> None:
+    """The rating part: RecZero, SFT-only and RecOne against the rating baselines and the Bayes floor."""
     from reczero.baselines import run_baseline
     from reczero.data.recworld import synth
     from reczero.data.schema import read_manifest
@@ -158,14 +188,9 @@ def demo(cfg: DemoConfig) -> int:
     from reczero.train.grpo import train_grpo
     from reczero.train.sft import train_sft
 
-    s = demo_settings(cfg.quick)
-    root = Path(cfg.out)
     data, base, runs = root / "data", root / "base", root / "runs"
     teacher_file = root / "teacher.jsonl"
-    st = Stages(root, cfg.force)
     common = {"seed": cfg.seed, **s.get("prompt", {})}   # the prompt options go to every stage that prompts a model
-    t_start = time.time()
-    print(f"reczero demo ({'quick' if cfg.quick else 'full'}) -> {root}")
 
     st.run("data", lambda: synth(resolve(SynthConfig, None, {**s["data"], "seed": cfg.seed, "out": str(data)})), [data])
     for method in s["baselines"]:
@@ -204,5 +229,130 @@ def demo(cfg: DemoConfig) -> int:
     print()
     for text, holds in checked:
         print(f"  [{'holds' if holds else 'does not hold' if holds is False else 'n/a'}] {text}")
-    print(f"\nreport: {root / 'report' / 'report.html'}  (total {time.time() - t_start:.0f}s)")
-    return 0
+    print(f"\nreport: {root / 'report' / 'report.html'}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The ranking part
+# ----------------------------------------------------------------------------------------------
+
+#: The R2ec runs of the ranking part and what each changes in the recipe's ``r2ec`` section (the
+#: recipe's ``variants`` section adds per-run settings, e.g. a smaller group where nothing is sampled).
+R2EC_RUNS: dict[str, dict[str, Any]] = {
+    "r2ec": {},
+    "r2ec-no-reasoning": {"reasoning": False},     # user vector right after the prompt, item loss only
+    "r2ec-item-loss-only": {"token_loss": False},  # RecPO with the token loss off: the reference's effective training
+}
+RANKING_BASELINES = ("popularity", "sasrec")
+MIN_NDCG_GAP = 0.005   # "above" means a higher NDCG@10 by at least this much, and a paired interval above zero
+
+
+def user_prompt_label(prompt: dict[str, Any]) -> str:
+    """What the R2ec user prompt shows, in words (for the table)."""
+    from reczero.config import R2ecPromptOptions
+
+    o = R2ecPromptOptions(**prompt)
+    parts = ["title", "rating", "time before"] + (["attributes"] if o.history_attributes else []) + (
+        [f"review snippet ({o.review_chars} chars)"] if o.history_reviews else [])
+    return f"the newest {o.history_window} history items: {', '.join(parts)}"
+
+
+def ranking_claims(metrics: dict[str, dict[str, Any]],
+                   rankings: dict[str, Any] | None = None) -> list[tuple[str, bool | None]]:
+    """The ranking claims on this run, each True/False (None when a method is missing).
+
+    "A above B" holds when A's NDCG@10 is higher by at least :data:`MIN_NDCG_GAP` and, with
+    ``rankings`` (method -> DataFrame of ``sample_id`` and ``rank``), the 95% paired-bootstrap
+    interval of the per-sample NDCG@10 difference on the shared samples lies above zero; the text
+    then carries the difference and its interval."""
+    from reczero.metrics import bootstrap_mean
+    from reczero.rankings import per_sample_ndcg
+
+    def above(text: str, a: str, b: str) -> tuple[str, bool | None]:
+        if a not in metrics or b not in metrics:
+            return text, None
+        holds = metrics[a]["ndcg@10"] >= metrics[b]["ndcg@10"] + MIN_NDCG_GAP
+        if rankings and a in rankings and b in rankings:
+            both = rankings[a].merge(rankings[b], on="sample_id", suffixes=("_a", "_b"))
+            if not both.empty:
+                d, lo, hi = bootstrap_mean(per_sample_ndcg(both["rank_a"], 10) - per_sample_ndcg(both["rank_b"], 10))
+                text = f"{text} — NDCG@10 difference {d:+.4f}, 95% interval [{lo:+.4f}, {hi:+.4f}]"
+                holds = holds and lo > 0
+        return text, holds
+
+    return [
+        above("R2ec-tiny is above popularity", "r2ec", "popularity"),
+        above("R2ec-tiny is above its no-reasoning ablation", "r2ec", "r2ec-no-reasoning"),
+        above("R2ec-tiny is above RecPO with the token loss off (what the reference effectively trained)",
+              "r2ec", "r2ec-item-loss-only"),
+        above("R2ec-tiny is above SASRec (moonshot)", "r2ec", "sasrec"),
+    ]
+
+
+def ranking_table(metrics: dict[str, dict[str, Any]], ceiling: dict[str, Any] | None) -> str:
+    rows = sorted(metrics.items(), key=lambda kv: -kv[1]["ndcg@10"])
+    lines = [f"{'method':22s} {'Hit@10':>7s} {'NDCG@10':>8s} {'n':>6s}"]
+    if ceiling:
+        lines.append(f"{'ranking ceiling':22s} {ceiling['hit@10']:7.4f} {ceiling['ndcg@10']:8.4f} {ceiling['n']:6d}")
+    for name, m in rows:
+        lines.append(f"{name:22s} {m['hit@10']:7.4f} {m['ndcg@10']:8.4f} {m['n']:6d}")
+    return "\n".join(lines)
+
+
+def load_test_rankings(runs: Path) -> dict[str, Any]:
+    """Each method's test rankings (``sample_id``, ``rank``) under ``runs``."""
+    from reczero.rankings import read_rankings
+
+    out = {}
+    for mfile in sorted(runs.glob("*/eval/test/metrics.json")):
+        res = read_rankings(mfile.parent)
+        out[res.metrics.get("method") or mfile.parents[2].name] = res.rankings[["sample_id", "rank"]]
+    return out
+
+
+def ranking_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> None:
+    """The ranking part (stages ``ranking-*``, files in ``root``): see the module docstring."""
+    from reczero.baselines import run_baseline
+    from reczero.data.recworld import synth
+    from reczero.data.schema import read_manifest
+    from reczero.evaluate import evaluate
+    from reczero.models import build_base
+    from reczero.report import report
+    from reczero.train.r2ec import train_r2ec
+
+    data, base, runs = root / "data", root / "base", root / "runs"
+    prompt = s.get("prompt", {})          # R2ec's prompt: the base's warm-up, RecPO and evaluation read the same
+    print(f"-- ranking part -> {root}  (user prompt: {user_prompt_label(prompt)})")
+    st.run("ranking-data", lambda: synth(resolve(SynthConfig, None, {**s["data"], "seed": cfg.seed, "out": str(data)})),
+           [data])
+    for method in s.get("baselines", RANKING_BASELINES):
+        st.run(f"ranking-baseline-{method}", lambda m=method: run_baseline(resolve(
+            BaselineConfig, None, {**s.get("baseline", {}), "seed": cfg.seed, "method": m, "data": str(data),
+                                   "out": str(runs / m)})), [runs / method])
+    st.run("ranking-base", lambda: build_base(resolve(BaseConfig, None, {
+        **s["base"], **prompt, "format_warmup": "r2ec", "seed": cfg.seed, "data": str(data), "out": str(base)})),
+        [base])
+    for name, change in R2EC_RUNS.items():
+        settings = {**s["r2ec"], **change, **s.get("variants", {}).get(name, {}), **prompt}
+        st.run(f"ranking-{name}", lambda n=name, v=settings: train_r2ec(resolve(R2ecRecipe, None, {
+            **v, "seed": cfg.seed, "data": str(data), "model": str(base), "out": str(runs / n)})), [runs / name])
+        st.run(f"ranking-eval-{name}", lambda n=name: evaluate(resolve(EvalConfig, None, {
+            **s.get("eval", {}), "model": str(runs / n), "data": str(data), "split": "test", "method": n})),
+            [runs / name / "eval" / "test"])
+
+    metrics = {}
+    for mfile in sorted(runs.glob("*/eval/test/metrics.json")):
+        m = json.loads(mfile.read_text())
+        metrics[m.get("method") or mfile.parents[2].name] = m
+    ceiling = read_manifest(data).get("ranking_ceiling", {}).get("test")
+    checked = ranking_claims(metrics, load_test_rankings(runs))
+    st.run("ranking-report", lambda: report([runs], root / "report", split="test",
+                                            title="reczero demo: ranking on RecWorld", claims=checked), [], always=True)
+    world = read_manifest(data).get("world", {})
+    print(f"\nranking on RecWorld (choice_temperature {world.get('choice_temperature')}), test split; "
+          f"R2ec user prompt: {user_prompt_label(prompt)}")
+    print(ranking_table(metrics, ceiling))
+    print()
+    for text, holds in checked:
+        print(f"  [{'holds' if holds else 'does not hold' if holds is False else 'n/a'}] {text}")
+    print(f"\nreport: {root / 'report' / 'report.html'}")

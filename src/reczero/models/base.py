@@ -23,6 +23,14 @@ What this command chose, and why (DESIGN.md, "The embedded default"):
    median.
    One template (``--template``) only: a tiny model warmed up on a mix of templates did not learn
    which one its system prompt asked for; build one base per template for the ablations.
+   **For R2ec** (``--format-warmup r2ec``) the warm-up holds R2ec's user prompts (``--history-*``)
+   answered by a short reasoning that quotes the newest history items (``corpus.r2ec_reasoning``)
+   and ends in ``<answer>``, one added token, so that RecPO starts from a model that closes its
+   reasoning; R2ec's item prompts join the pretraining text (the layout of every item vector).
+   After ``<answer>`` each warm-up answer quotes once more (the newest history item; for item
+   prompts, the item's attributes): the vector is the state at ``<answer>``, and a warm-up that
+   closed the turn there made it a constant (``corpus.r2ec_user_vector_quote``). It quotes and
+   computes nothing, like the rating warm-up: which item comes next is RecPO's to learn.
 4. **Measured and described**: the rating prior read off in the pretraining layout (user page,
    item page, both) after pretraining and after the warm-up, the read-off at the answer's
    ``<rate>``, the greedy answers' format rate, MAE and distinct predictions on validation samples,
@@ -56,6 +64,7 @@ from reczero.models.tiny import count_parameters, new_model, qwen2_config
 from reczero.models.tokenizer import save_tokenizer, train_tokenizer
 from reczero.predictions import fallback_prediction
 from reczero.prompts import TEMPLATE_TAGS, build_messages, system_prompt
+from reczero.r2ec import prompts as r2ec_prompts
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +112,47 @@ def _marginal(ratings, scale: schema.RatingScale) -> list[float]:
     return (counts / counts.sum()).tolist()
 
 
+def r2ec_warmup_examples(samples: list[dict[str, Any]], cfg: BaseConfig, tokenizer: Any,
+                         scale: schema.RatingScale) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) of R2ec's warm-up, the prompts carrying no loss: each user prompt answered
+    by the quoting reasoning, ``<answer>`` and the newest history item quoted after it; each item
+    prompt (which ends in ``<answer>``) followed by the attributes its description names. Each ends
+    in ``<|im_end|>``, which closes the turn in the chat template."""
+    pairs = [(r2ec_prompts.user_prompt(s, cfg, tokenizer, scale),
+              corpus.r2ec_reasoning(s, cfg) + r2ec_prompts.ANSWER + corpus.r2ec_user_vector_quote(s, cfg))
+             for s in samples]
+    pairs += [(r2ec_prompts.item_prompt(record, cfg, tokenizer), quote)
+              for record, quote in corpus.r2ec_item_examples(cfg.data, cfg)]
+    check_pieces(tokenizer, *pairs[0], "", "")
+    check_pieces(tokenizer, *pairs[-1], "", "")
+    return [warmup_example(tokenizer, prompt, answer, "", "") for prompt, answer in pairs]
+
+
+def r2ec_probe(model: Any, tokenizer: Any, cfg: BaseConfig, scale: schema.RatingScale,
+               samples: list[dict[str, Any]], max_new_tokens: int = 64) -> dict[str, Any]:
+    """Greedy reasoning on R2ec user prompts of validation samples: the share closed by
+    ``<answer>`` within ``max_new_tokens``, the share that is exactly the warm-up's quote, the mean
+    length, and an example."""
+    from reczero.r2ec.model import R2ecModel
+
+    r2ec = R2ecModel(model, tokenizer)
+    prompts = r2ec.tokenize([r2ec_prompts.user_prompt(s, cfg, tokenizer, scale) for s in samples])
+    ids, sampled = r2ec.reason(prompts, max_new_tokens=max_new_tokens, batch_size=16)
+    texts = [tokenizer.decode(i[:-1] if i and i[-1] == r2ec.answer_id else i) for i in ids]
+    closed = [bool(m) and m[-1] == 1 and i[-1] == r2ec.answer_id for i, m in zip(ids, sampled, strict=True)]
+    quoted = [t.strip() == corpus.r2ec_reasoning(s, cfg) for t, s in zip(texts, samples, strict=True)]
+    return {"n": len(samples), "closed_rate": sum(closed) / len(samples), "quote_rate": sum(quoted) / len(samples),
+            "mean_tokens": sum(sum(m) for m in sampled) / len(samples), "max_new_tokens": max_new_tokens,
+            "example": texts[0]}
+
+
 def build_base(cfg: BaseConfig) -> int:
     """Build the base model in ``cfg.out`` from the prepared dataset ``cfg.data``."""
     import numpy as np
     import torch
 
-    schema.require_ratings(cfg.data, "base")   # the format warm-up's answers are ratings
+    schema.require_ratings(cfg.data, "base")   # the pretraining pages and the rating warm-up are ratings
+    r2ec = cfg.format_warmup == "r2ec"
     started = time.perf_counter()
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -122,6 +166,9 @@ def build_base(cfg: BaseConfig) -> int:
     scale = schema.rating_scale(cfg.data)
 
     docs = corpus.pretraining_documents(cfg.data, cfg, cfg.seed)
+    if r2ec:
+        docs += corpus.r2ec_item_documents(cfg.data, cfg)
+        random.Random(cfg.seed).shuffle(docs)
     train_df, valid_df = schema.load_split(cfg.data, "train"), schema.load_split(cfg.data, "valid")
     if len(train_df) == 0:
         raise schema.DataError(f"{cfg.data}: the train split is empty; nothing to pretrain on")
@@ -132,11 +179,18 @@ def build_base(cfg: BaseConfig) -> int:
     warm_samples = _records(train_df, max(cfg.format_warmup_steps * cfg.batch_size, 1), rng)
     eval_samples = _records(valid_df, cfg.eval_samples, random.Random(cfg.seed + 1)) if len(valid_df) else []
     fallbacks = [fallback_prediction(s, train_mean)[0] for s in eval_samples]   # what `reczero eval` would score
-    prompt_texts = [build_messages(s, cfg, None, scale)[1]["content"] for s in warm_samples[:500]]
-    answers = corpus.warmup_answers(warm_samples, cfg.template, scale)
     chat_words = ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n"] * 50
-    tokenizer = train_tokenizer([*docs, *prompt_texts, *chat_words, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
-                                 *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale)
+    if r2ec:
+        answers = []
+        texts = [*(r2ec_prompts.user_text(s, cfg, scale) for s in warm_samples[:500]),
+                 *(corpus.r2ec_reasoning(s, cfg) for s in warm_samples[:500])]
+        tokenizer = train_tokenizer([*docs, *texts, *chat_words], cfg.vocab_size, scale=scale,
+                                    extra_tokens=[r2ec_prompts.ANSWER])
+    else:
+        prompt_texts = [build_messages(s, cfg, None, scale)[1]["content"] for s in warm_samples[:500]]
+        answers = corpus.warmup_answers(warm_samples, cfg.template, scale)
+        tokenizer = train_tokenizer([*docs, *prompt_texts, *chat_words, *(system_prompt(t, scale) for t in TEMPLATE_TAGS),
+                                     *(b + r + a for b, r, a in answers[:500])], cfg.vocab_size, scale=scale)
 
     config = qwen2_config(cfg.size, vocab_size=len(tokenizer), tokenizer=tokenizer,
                           max_position_embeddings=max(4096, cfg.max_prompt_tokens + 1024))
@@ -148,7 +202,7 @@ def build_base(cfg: BaseConfig) -> int:
     report: dict[str, Any] = {"size": cfg.size, "parameters": n_params, "vocab": len(tokenizer), "documents": len(docs),
                               "pretrain_tokens": int(blocks.numel()), "train_mean": train_mean,
                               "train_median": train_median, "scale": scale.to_dict()}
-    eval_answers = corpus.warmup_answers(eval_samples, cfg.template, scale)
+    eval_answers = [] if r2ec else corpus.warmup_answers(eval_samples, cfg.template, scale)
 
     with open(out / "log.jsonl", "w") as log_file:
         def note(stage: str, record: dict[str, Any]) -> None:
@@ -167,7 +221,16 @@ def build_base(cfg: BaseConfig) -> int:
                 report[f"after_pretrain_{key}"] = measured[key]
                 note(f"eval_after_pretrain_{key}", measured[key])
             report["after_pretrain"] = report["after_pretrain_prior"]
-        if cfg.format_warmup_steps:
+        if cfg.format_warmup_steps and r2ec:
+            examples = r2ec_warmup_examples(warm_samples, cfg, tokenizer, scale)
+            report["warmup_examples"] = len(warm_samples)
+            report["warmup_item_examples"] = len(examples) - len(warm_samples)
+            warm = warmup_batches(examples, cfg.batch_size,
+                                  cfg.format_warmup_steps, tokenizer.pad_token_id, cfg.seed)
+            replay = pretraining_batches(blocks, max(1, cfg.batch_size // 2), cfg.format_warmup_steps, cfg.seed + 1)
+            report["warmup"] = run_steps(model, ([w, r] for w, r in zip(warm, replay, strict=True)),
+                                         cfg.format_warmup_steps, cfg.format_warmup_lr, "warmup", log_file)
+        elif cfg.format_warmup_steps:
             examples = []
             for sample, (before, rating, after) in zip(warm_samples, answers, strict=True):
                 prompt = _prompt(sample, cfg, tokenizer, scale)
@@ -186,7 +249,10 @@ def build_base(cfg: BaseConfig) -> int:
             batches = ([w, r] for w, r in zip(warm, replay, strict=True))
             report["warmup"] = run_steps(model, batches, cfg.format_warmup_steps, cfg.format_warmup_lr, "warmup",
                                          log_file)
-        if eval_samples:
+        if eval_samples and r2ec:
+            report["r2ec_probe"] = r2ec_probe(model, tokenizer, cfg, scale, eval_samples)
+            note("eval_r2ec_probe", report["r2ec_probe"])
+        elif eval_samples:
             measured = _measure(model, tokenizer, cfg, scale, eval_samples, eval_answers, fallbacks, marginal)
             report["after_warmup"], report["slot"] = measured["prior"], measured["slot"]
             report["after_warmup_both_prior"] = measured["both_prior"]
@@ -201,8 +267,10 @@ def build_base(cfg: BaseConfig) -> int:
     save_config(cfg, out)
     report["seconds"] = time.perf_counter() - started
     write_model_card(out, cfg, report)
-    greedy = report.get("greedy", {})
+    greedy, closed = report.get("greedy", {}), report.get("r2ec_probe", {})
     print(f"base {cfg.size} ({n_params / 1e6:.2f}M parameters) -> {out} in {report['seconds']:.0f} s"
           + (f"; greedy on {greedy['n']} valid samples: format {greedy['format_rate']:.0%}, MAE {greedy['mae']:.3f}, "
-             f"{greedy['distinct']} distinct ratings" if greedy else ""))
+             f"{greedy['distinct']} distinct ratings" if greedy else "")
+          + (f"; greedy R2ec reasoning on {closed['n']} valid samples: closed by <answer> {closed['closed_rate']:.0%}, "
+             f"quoted exactly {closed['quote_rate']:.0%}" if closed else ""))
     return 0

@@ -23,6 +23,19 @@ def _stage(name: str, s: dict[str, Any] | None, lr: float) -> str:
             f"{s['seconds']:.0f} s |")
 
 
+def _r2ec_warmup(cfg: Any, report: dict[str, Any]) -> str:
+    shows = "attributes" if cfg.history_attributes else "titles"
+    return (f"2. **Format warm-up for R2ec** on {report.get('warmup_examples', 0):,} training samples: R2ec's user "
+            f"prompt (the newest {cfg.history_window} history items{', their attributes' if cfg.history_attributes else ''}"
+            f"{', their review snippets' if cfg.history_reviews else ''}) answered by a reasoning that quotes the "
+            f"{shows} of the newest history items and ends in `<answer>` (one added token), after which it quotes "
+            f"the newest item again; and the {report.get('warmup_item_examples', 0):,} item prompts, each followed "
+            "after its `<answer>` by the attributes its description names — so that the hidden state at `<answer>`, "
+            "the vector, holds what was read rather than a constant 'end of turn'. The prompts carry no loss, and "
+            "each step replays pretraining text. R2ec's item prompts are in the pretraining text. Nothing about "
+            "which item comes next is taught: that is RecPO's to learn.")
+
+
 def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
     hidden, layers, heads, kv, inter = SIZES[cfg.size]
     consts = report.get("constants", {})
@@ -55,6 +68,7 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "(title, attributes, description, training-split reviews with ratings, running average), in the prompt's "
         "own line formats" + ("; and the same pages without their review text (ratings lists, dense in "
                               "(average, rating) pairs)." if cfg.rating_lists else "."),
+        _r2ec_warmup(cfg, report) if cfg.format_warmup == "r2ec" else
         f"2. **Format warm-up** on {report.get('warmup_examples', 0):,} training prompts answered in the "
         f"`{cfg.template}` template, whose steps quote the sample's own prompt (its average lines, the item's "
         "attributes and quality word, the two averages again in the step before the rating) and compute nothing; "
@@ -84,6 +98,12 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         _row("greedy answers (unparsable → user average, else item average, else training mean)", report.get("greedy")),
         "",
     ]
+    probe = report.get("r2ec_probe")
+    if probe:
+        lines += [f"R2ec user prompts of {probe['n']} validation samples, greedy reasoning (at most "
+                  f"{probe['max_new_tokens']} tokens): closed by `<answer>` {probe['closed_rate']:.0%}, exactly the "
+                  f"warm-up's quote {probe['quote_rate']:.0%}, {probe['mean_tokens']:.1f} tokens on average. Example:",
+                  "", "```", probe["example"], "```", ""]
     if consts:
         lines += [f"Constants on the same samples: training mean ({report['train_mean']:.2f}) MAE "
                   f"{consts['mae_train_mean']:.3f}, training median ({report['train_median']:g}) MAE "

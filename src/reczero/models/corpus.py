@@ -228,3 +228,77 @@ def warmup_answers(samples: list[dict[str, Any]], template: str, scale: schema.R
         before, after = answer.split("\x00")
         out.append((before, format_rating(sample["rating"], scale), after))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The R2ec format warm-up (``reczero base --format-warmup r2ec``)
+# ----------------------------------------------------------------------------------------------
+
+#: How many of the newest history items the R2ec warm-up's reasoning quotes.
+R2EC_QUOTED_ITEMS = 3
+
+
+def r2ec_reasoning(sample: dict[str, Any], opts: Any) -> str:
+    """A short reasoning for R2ec's user prompt that quotes it and computes nothing: the newest
+    :data:`R2EC_QUOTED_ITEMS` history items, newest first, each by its attributes when the prompt
+    shows them (``opts.history_attributes``) and by its title otherwise.
+
+    >>> r2ec_reasoning({"user_history": [{"title": "A", "attributes": ["war"]},
+    ...                                   {"title": "B", "attributes": ["comedy", "sad"]}]},
+    ...                type("O", (), {"history_window": 20, "history_attributes": True})())
+    'Latest: comedy, sad; war.'
+
+    The newest lines are the ones a prompt over its token budget keeps, so the quote is always in
+    the prompt. Which items the user will want next is left to RecPO to learn."""
+    history = list(sample.get("user_history") if sample.get("user_history") is not None else [])
+    history = history[-opts.history_window:] if opts.history_window > 0 else []
+    if not history:
+        return "No history yet."
+    quoted = []
+    for entry in reversed(history[-R2EC_QUOTED_ITEMS:]):
+        attrs = [str(a) for a in (entry.get("attributes") if entry.get("attributes") is not None else [])]
+        quoted.append(", ".join(attrs) if opts.history_attributes and attrs else item_label(entry.get("title"), None))
+    return "Latest: " + "; ".join(quoted) + "."
+
+
+def _label_words(entry: dict[str, Any], attributes: bool = True) -> str:
+    attrs = [str(a) for a in (entry.get("attributes") if entry.get("attributes") is not None else [])]
+    return ", ".join(attrs) if attributes and attrs else item_label(entry.get("title"), None)
+
+
+def r2ec_user_vector_quote(sample: dict[str, Any], opts: Any) -> str:
+    """What the R2ec warm-up writes *after* the user's ``<answer>``: the newest history item as the
+    reasoning quoted it first (its attributes, or its title), "none" without history.
+
+    The user vector is the hidden state at ``<answer>``; the one thing a causal LM's state there is
+    trained to hold is the next token. A warm-up that stopped at ``<answer>`` and closed the turn
+    taught that state to predict ``<|im_end|>`` whatever the prompt: in a trial here every item
+    vector then had a cosine of 0.998 with every other one and RecPO's item loss stayed at chance
+    (ln B). A quote after it makes the state carry what was read (generation stops at ``<answer>``,
+    so the quote is never generated)."""
+    history = list(sample.get("user_history") if sample.get("user_history") is not None else [])
+    history = history[-opts.history_window:] if opts.history_window > 0 else []
+    return _label_words(history[-1], opts.history_attributes) if history else "none"
+
+
+def r2ec_item_examples(data_dir: str | Path, opts: Any) -> list[tuple[dict[str, Any], str]]:
+    """(item record, quote) for every item known at training time: R2ec's item record (train-split
+    statistics, ``reczero.r2ec.item_table.item_records``) and what its warm-up writes after the item
+    prompt's ``<answer>``: the attributes its description names (the title when it has none)."""
+    import pyarrow.parquet as pq
+
+    from reczero.r2ec.item_table import item_records
+    from reczero.rankings import ItemCatalog
+
+    items = pq.read_table(Path(data_dir) / schema.ITEMS, columns=["item_id", "attributes"]).to_pandas()
+    attrs = dict(zip(items["item_id"], items["attributes"], strict=True))
+    records = item_records(data_dir, ItemCatalog.from_data(data_dir))
+    return [(r, _label_words({"title": r["title"], "attributes": attrs.get(r["item_id"])})) for r in records]
+
+
+def r2ec_item_documents(data_dir: str | Path, opts: Any) -> list[str]:
+    """R2ec's item message (``reczero.r2ec.prompts.item_text``) of every item known at training time,
+    with the train split's statistics: the layout the model reads to make an item vector."""
+    from reczero.r2ec.prompts import item_text
+
+    return [item_text(r, opts) for r, _ in r2ec_item_examples(data_dir, opts)]

@@ -91,11 +91,12 @@ def check_pieces(tokenizer: Any, prompt: str, before: str, rating: str, after: s
 
 
 def warmup_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, steps: int, pad_id: int,
-                   seed: int, rating_tokens: list[int], slot_targets: Any) -> Iterator[dict[str, Any]]:
+                   seed: int, rating_tokens: list[int] | None = None,
+                   slot_targets: Any = None) -> Iterator[dict[str, Any]]:
     """``steps`` right-padded batches drawn in seeded random order (reshuffled after each pass).
 
     ``slot_targets``: ``(len(examples), K)`` probabilities over ``rating_tokens``, the soft label of
-    each example's (single-token) rating position.
+    each example's (single-token) rating position; None for examples without one (R2ec's warm-up).
     """
     import torch
 
@@ -112,8 +113,11 @@ def warmup_batches(examples: list[tuple[list[int], list[int]]], batch_size: int,
         for row, i in enumerate(picked):
             x, y = examples[i]
             ids[row, : len(x)], labels[row, : len(y)], mask[row, : len(x)] = torch.tensor(x), torch.tensor(y), 1
-        yield {"input_ids": ids, "labels": labels, "attention_mask": mask, "rating_tokens": torch.tensor(rating_tokens),
-               "slot_targets": torch.as_tensor(slot_targets[picked], dtype=torch.float32)}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if slot_targets is not None:
+            batch.update(rating_tokens=torch.tensor(rating_tokens),
+                         slot_targets=torch.as_tensor(slot_targets[picked], dtype=torch.float32))
+        yield batch
 
 
 def batch_loss(model: Any, batch: dict[str, Any]) -> Any:
