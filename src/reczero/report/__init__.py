@@ -30,6 +30,7 @@ import html
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,16 +76,16 @@ class Entry:
                 f"std {float(pred.std(ddof=0)):.3f}): it ignores its input")
 
 
-def find_results(run_dirs: list[str | Path], split: str) -> list[Entry]:
-    """Every result directory for ``split`` below ``run_dirs``, with its log when there is one."""
-    entries: list[Entry] = []
+def result_dirs(run_dirs: list[str | Path], split: str, table: str) -> Iterator[Path]:
+    """Every result directory below ``run_dirs`` whose ``metrics.json`` is for ``split`` and that
+    holds ``table`` (``predictions.parquet`` or ``rankings.parquet``), each once."""
     seen: set[Path] = set()
     for root in map(Path, run_dirs):
         if not root.exists():
             raise DataError(f"{root}: no such directory")
         for path in sorted(root.rglob(METRICS)):
             res_dir = path.parent.resolve()
-            if res_dir in seen or not (res_dir / PREDICTIONS).is_file():
+            if res_dir in seen or not (res_dir / table).is_file():
                 continue
             try:
                 if json.loads(path.read_text()).get("split") != split:
@@ -92,13 +93,25 @@ def find_results(run_dirs: list[str | Path], split: str) -> list[Entry]:
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: not valid JSON ({err})") from err
             seen.add(res_dir)
-            res = read_results(res_dir)
-            entries.append(Entry(res.metrics.get("method") or res_dir.name, res_dir, res.metrics, res.predictions,
-                                 _read_log(res_dir)))
+            yield res_dir
+
+
+def name_runs(entries: list[Any]) -> None:
+    """The same method twice: name the run too (``mf (runA)``, ``mf (runB)``)."""
     names = [e.name for e in entries]
-    for e in entries:                                   # the same method twice: name the run too
+    for e in entries:
         if names.count(e.name) > 1:
             e.name = f"{e.name} ({_run_root(e.dir).name})"
+
+
+def find_results(run_dirs: list[str | Path], split: str) -> list[Entry]:
+    """Every result directory for ``split`` below ``run_dirs``, with its log when there is one."""
+    entries: list[Entry] = []
+    for res_dir in result_dirs(run_dirs, split, PREDICTIONS):
+        res = read_results(res_dir)
+        entries.append(Entry(res.metrics.get("method") or res_dir.name, res_dir, res.metrics, res.predictions,
+                             _read_log(res_dir)))
+    name_runs(entries)
     return sorted(entries, key=lambda e: e.metrics["mae"])
 
 

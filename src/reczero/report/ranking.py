@@ -17,13 +17,11 @@ What this module chose, and why:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reczero.errors import DataError
-from reczero.rankings import METRICS, RANKING_KS, RANKINGS, per_sample_ndcg, read_rankings
+from reczero.rankings import RANKING_KS, RANKINGS, per_sample_ndcg, read_rankings
 
 HEADER = (["method"] + [f"Hit@{k}" for k in RANKING_KS] + [f"NDCG@{k}" for k in RANKING_KS]
           + ["MRR", "n", "unknown targets"])
@@ -42,30 +40,14 @@ class RankingEntry:
 
 def find_rankings(run_dirs: list[str | Path], split: str) -> list[RankingEntry]:
     """Every ranking result for ``split`` below ``run_dirs``, best NDCG@10 first."""
-    from reczero.report import _read_log, _run_root
+    from reczero.report import _read_log, name_runs, result_dirs
 
     entries: list[RankingEntry] = []
-    seen: set[Path] = set()
-    for root in map(Path, run_dirs):
-        if not root.exists():
-            raise DataError(f"{root}: no such directory")
-        for path in sorted(root.rglob(METRICS)):
-            res_dir = path.parent.resolve()
-            if res_dir in seen or not (res_dir / RANKINGS).is_file():
-                continue
-            try:
-                if json.loads(path.read_text()).get("split") != split:
-                    continue
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: not valid JSON ({err})") from err
-            seen.add(res_dir)
-            res = read_rankings(res_dir)
-            entries.append(RankingEntry(res.metrics.get("method") or res_dir.name, res_dir, res.metrics,
-                                        res.rankings, _read_log(res_dir)))
-    names = [e.name for e in entries]
-    for e in entries:
-        if names.count(e.name) > 1:
-            e.name = f"{e.name} ({_run_root(e.dir).name})"
+    for res_dir in result_dirs(run_dirs, split, RANKINGS):
+        res = read_rankings(res_dir)
+        entries.append(RankingEntry(res.metrics.get("method") or res_dir.name, res_dir, res.metrics,
+                                    res.rankings, _read_log(res_dir)))
+    name_runs(entries)
     return sorted(entries, key=lambda e: -e.metrics["ndcg@10"])
 
 
