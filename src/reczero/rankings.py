@@ -237,11 +237,7 @@ def full_ranking(score_block: Callable[[np.ndarray], np.ndarray], histories: Seq
         target_score = np.full(len(rows), np.inf, dtype=np.float32)     # unknown rows: rank unused
         target_score[hit] = scores[np.flatnonzero(hit), t[hit]]
         ranks[rows] = (scores >= target_score[:, None]).sum(axis=1)
-        part = _top_k(scores, k)
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)         # score desc, then catalog order
-        best = np.take_along_axis(part, order, axis=1)
-        best_scores = np.take_along_axis(part_scores, order, axis=1)
+        best, best_scores = top_k_columns(scores, k)
         for items, values in zip(best, best_scores, strict=True):
             keep = np.isfinite(values) | (values > 0)              # masked items (-inf) are not recommended
             top_items.append(ids[items[keep]].tolist())
@@ -256,18 +252,30 @@ def full_ranking(score_block: Callable[[np.ndarray], np.ndarray], histories: Seq
     return frame
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k best scores of each row, unordered; ties at the k-th score are broken
-    by column index, so the list is deterministic (``argpartition`` alone picks arbitrary ties)."""
+def top_k_columns(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(columns, scores)`` of the ``k`` best scores of each row, best first, ties broken by column
+    (catalog) index, so the list is deterministic (``argpartition`` alone picks arbitrary ties).
+    Both arrays are ``(n_rows, min(k, n_items))``; masked (-inf) entries stay in for the caller to drop.
+    Used by :func:`full_ranking` and by ``reczero serve``'s ``/v1/recommend``.
+
+    >>> cols, vals = top_k_columns(np.array([[0.1, 0.9, 0.5, 0.9]]), 3)
+    >>> cols.tolist(), vals.tolist()
+    ([[1, 3, 2]], [[0.9, 0.9, 0.5]])
+    """
     n_rows, n_items = scores.shape
-    if k >= n_items:
-        return np.tile(np.arange(n_items), (n_rows, 1))
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]        # the k-th largest score of each row
-    greater = scores > kth
-    room = k - greater.sum(axis=1, keepdims=True)                  # how many ties at kth still fit
-    equal = scores == kth
-    chosen = greater | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= room))
-    return np.nonzero(chosen)[1].reshape(n_rows, k)
+    k = min(k, n_items)
+    if k == n_items:
+        part = np.tile(np.arange(n_items), (n_rows, 1))
+    else:
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]    # the k-th largest score of each row
+        greater = scores > kth
+        room = k - greater.sum(axis=1, keepdims=True)              # how many ties at kth still fit
+        equal = scores == kth
+        chosen = greater | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= room))
+        part = np.nonzero(chosen)[1].reshape(n_rows, k)
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)             # score desc, then catalog order
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
 
 
 def rank_rows(score_block: Callable[[np.ndarray], np.ndarray], rows, catalog: ItemCatalog, *,

@@ -4,8 +4,9 @@ What this module chose, and why:
 
 * :func:`top_k` is exact: per row, the ``k`` highest scores after the row's excluded items (its
   history) are masked, highest first, **ties broken by catalogue order** (the lower index first), so
-  the same request always gets the same list. ``np.partition`` finds the k-th value in O(n_items);
-  only the candidates at or above it are sorted.
+  the same request always gets the same list — the same selection as offline evaluation, since it is
+  :func:`reczero.rankings.top_k_columns` (``np.partition`` finds the k-th value; only the candidates at or
+  above it are sorted).
 * :class:`ExactIndex` scores user vectors against item vectors computed once at start with one
   matrix product (``(n, d) @ (d, n_items)``), then :func:`top_k`.
 * :class:`FaissIndex` (``--index faiss``, the optional ``faiss`` extra, imported only here) is an
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from reczero import rankings
 from reczero.errors import ReczeroError
 
 Exclude = Sequence[np.ndarray]          # per row, catalogue indices to leave out (-1 entries are ignored)
@@ -44,22 +46,11 @@ def top_k(scores: np.ndarray, k: int, exclude: Exclude | None = None) -> list[tu
             idx = np.asarray(idx, dtype=np.int64)
             scores[row, idx[idx >= 0]] = -np.inf
     scores[~np.isfinite(scores)] = -np.inf
-    n_items = scores.shape[1]
-    out = []
-    for row in scores:
-        kk = min(k, n_items)
-        if kk == 0:
-            out.append((np.empty(0, np.int64), np.empty(0, np.float32)))
-            continue
-        kth = np.partition(row, n_items - kk)[n_items - kk]          # the k-th largest value
-        above = np.flatnonzero(row > kth)
-        ties = np.flatnonzero(row == kth)[: kk - len(above)]           # lowest catalogue index first
-        cand = np.concatenate([above, ties])
-        cand = cand[np.lexsort((cand, -row[cand]))]
-        cand = cand[np.isfinite(row[cand])]
-        out.append((cand.astype(np.int64), row[cand]))
-    return out
-
+    if scores.shape[1] == 0 or k < 1:
+        return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(scores))]
+    cols, vals = rankings.top_k_columns(scores, k)
+    keep = np.isfinite(vals)
+    return [(c[m].astype(np.int64), v[m]) for c, v, m in zip(cols, vals, keep, strict=True)]
 
 class ExactIndex:
     """Exact inner-product top-k over item vectors (one matrix product per batch)."""
