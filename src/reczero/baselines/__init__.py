@@ -60,13 +60,7 @@ def make_baseline(method: str, **hparams) -> Baseline:
     ``scale`` (a :class:`~reczero.data.schema.RatingScale`) and ``seed`` are accepted by every
     method; other keys must be in the class's ``HPARAMS``.
     """
-    if method not in BASELINES:
-        raise ConfigError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
-    cls = BASELINES[method]
-    unknown = sorted(set(hparams) - set(cls.HPARAMS) - {"scale", "seed"})
-    if unknown:
-        raise ConfigError(f"baseline {method!r} takes no {', '.join(unknown)} (it takes: {', '.join(cls.HPARAMS) or 'none'})")
-    return cls(**hparams)
+    return _build(BASELINES, "baseline", method, {"scale", "seed"}, hparams)
 
 
 def make_ranker(method: str, **hparams) -> Ranker:
@@ -74,12 +68,17 @@ def make_ranker(method: str, **hparams) -> Ranker:
 
     ``seed`` and ``mask_history`` are accepted by every ranker; other keys must be in its ``HPARAMS``.
     """
-    if method not in RANKERS:
-        raise ConfigError(f"unknown ranking baseline {method!r}; expected one of {', '.join(RANKERS)}")
-    cls = RANKERS[method]
-    unknown = sorted(set(hparams) - set(cls.HPARAMS) - {"seed", "mask_history"})
+    return _build(RANKERS, "ranking baseline", method, {"seed", "mask_history"}, hparams)
+
+
+def _build(registry: dict[str, type], kind: str, method: str, common: set[str], hparams: dict):
+    """``registry[method](**hparams)``, refusing an unknown method or a key the class does not take."""
+    if method not in registry:
+        raise ConfigError(f"unknown {kind} {method!r}; expected one of {', '.join(registry)}")
+    cls = registry[method]
+    unknown = sorted(set(hparams) - set(cls.HPARAMS) - common)
     if unknown:
-        raise ConfigError(f"ranking baseline {method!r} takes no {', '.join(unknown)} (it takes: {', '.join(cls.HPARAMS) or 'none'})")
+        raise ConfigError(f"{kind} {method!r} takes no {', '.join(unknown)} (it takes: {', '.join(cls.HPARAMS) or 'none'})")
     return cls(**hparams)
 
 

@@ -45,7 +45,7 @@ def serve(cfg: ServeConfig) -> int:
 
     app = create_app(cfg)                      # plans every run: a wrong path fails here, in one line
     log.info("serving %s on http://%s:%d (batching: %s)", ", ".join(app.state.serve.specs), cfg.host, cfg.port,
-             f"up to {cfg.max_batch_size} requests, {cfg.max_wait_ms:g} ms wait" if cfg.batching else "off")
+             f"up to {cfg.max_batch_size} requests, adaptive wait of at most {cfg.max_wait_ms:g} ms" if cfg.batching else "off")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=10)
     return 0
