@@ -52,6 +52,15 @@ log = logging.getLogger(__name__)
 MODELS = ("reczero", "sft-only", "recone")
 
 
+def read_test_metrics(runs: Path) -> dict[str, dict]:
+    """Each run's test ``metrics.json`` below ``runs``, by method name (rating and ranking alike)."""
+    metrics = {}
+    for mfile in sorted(runs.glob("*/eval/test/metrics.json")):
+        m = json.loads(mfile.read_text())
+        metrics[m.get("method") or mfile.parents[2].name] = m
+    return metrics
+
+
 def demo_settings(quick: bool) -> dict[str, Any]:
     name = "demo-quick.yaml" if quick else "demo-full.yaml"
     with resources.as_file(resources.files("reczero") / "configs" / "cpu" / name) as path:
@@ -216,10 +225,7 @@ def rating_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> N
             **s["eval"], **common, "model": str(runs / n), "data": str(data), "method": n})),
             [runs / name / "eval" / "test"])
 
-    metrics = {}
-    for mfile in sorted(runs.glob("*/eval/test/metrics.json")):
-        m = json.loads(mfile.read_text())
-        metrics[m.get("method") or mfile.parents[2].name] = m
+    metrics = read_test_metrics(runs)
     floor = read_manifest(data).get("bayes", {}).get("test")
     checked = claims(metrics, load_test_predictions(runs))
     st.run("report", lambda: report([runs], root / "report", split="test", title="reczero demo on RecWorld",
@@ -340,10 +346,7 @@ def ranking_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> 
             **s.get("eval", {}), "model": str(runs / n), "data": str(data), "split": "test", "method": n})),
             [runs / name / "eval" / "test"])
 
-    metrics = {}
-    for mfile in sorted(runs.glob("*/eval/test/metrics.json")):
-        m = json.loads(mfile.read_text())
-        metrics[m.get("method") or mfile.parents[2].name] = m
+    metrics = read_test_metrics(runs)
     ceiling = read_manifest(data).get("ranking_ceiling", {}).get("test")
     checked = ranking_claims(metrics, load_test_rankings(runs))
     st.run("ranking-report", lambda: report([runs], root / "report", split="test",
