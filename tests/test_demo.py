@@ -58,7 +58,7 @@ def micro_demo(tmp_path_factory):
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
         mp.setattr(demo, "demo_settings", lambda quick: MICRO)
-        assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+        assert cli.main(["demo", "--quick", "--out", str(out), "--jobs", "2"]) == 0
     return out, printed.getvalue()
 
 
@@ -67,7 +67,10 @@ def test_micro_demo_runs_every_stage_and_skips_on_rerun(micro_demo, monkeypatch,
     for stage in ["data", "baseline-mf", "base", "reczero", "teacher", "sft-only", "recone", "eval-recone", "report"]:
         assert f"== {stage}: done" in text, stage
     assert "Bayes floor" in text and "report.html" in text
-    assert "GRPO plan\n" in text and "SFT plan\n" in text and "dry run" not in text   # real runs say their plan
+    assert "2 lanes, 2 at a time" in text         # RecZero's lane and RecOne's ran side by side, logs in OUT/logs
+    lanes = {lane: (out / "logs" / f"{lane}.log").read_text() for lane in ("reczero", "recone")}
+    assert "GRPO plan\n" in lanes["reczero"] and "SFT plan\n" in lanes["recone"]   # real runs say their plan
+    assert "dry run" not in lanes["reczero"] + lanes["recone"]
     for name in ["reczero", "sft-only", "recone", "global", "mf"]:
         metrics = json.loads((out / "runs" / name / "eval" / "test" / "metrics.json").read_text())
         assert metrics["n"] == 12                       # every method on the same capped test split

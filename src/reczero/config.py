@@ -544,7 +544,11 @@ class DemoConfig:
                            "Default: the recipe's 'parts' (--quick: both; full: rating; the full ranking part is "
                            "'reczero demo --task ranking').", choices=["all", "rating", "ranking"])
     force: bool = opt(False, "Redo stages that already finished.")
-    seed: int = opt(0, "Random seed.")
+    jobs: int = opt(0, "Independent lanes of stages run side by side, each in its own process on one torch thread "
+                    "(RecZero's; the teacher, SFT-only and RecOne; the ranking part), their output in OUT/logs/. "
+                    "0: the recipe's 'jobs' (2 in both: one lane per core of a 2-core laptop); 1: one after another.")
+    seed: int = opt(0, "Random seed of training and sampling (and of the world, unless the recipe's data section "
+                    "pins it: the quick demo's world is the default one, seed 0, that its shipped base was built on).")
 
 
 # ----------------------------------------------------------------------------------------------

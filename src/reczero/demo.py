@@ -28,7 +28,6 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from reczero.config import (
     load_yaml,
     resolve,
 )
+from reczero.stages import Stage, Stages
 
 log = logging.getLogger(__name__)
 
@@ -65,36 +65,6 @@ def demo_settings(quick: bool) -> dict[str, Any]:
     name = "demo-quick.yaml" if quick else "demo-full.yaml"
     with resources.as_file(resources.files("reczero") / "configs" / "cpu" / name) as path:
         return load_yaml(path)
-
-
-class Stages:
-    """Runs named stages once: prints name and time, records a marker, skips finished ones."""
-
-    def __init__(self, root: Path, force: bool) -> None:
-        self.root, self.force = root, force
-        self.marks = root / ".stages"
-        self.marks.mkdir(parents=True, exist_ok=True)
-        self.times: dict[str, float] = {}
-
-    def run(self, name: str, fn: Callable[[], Any], outputs: list[Path], always: bool = False) -> None:
-        mark = self.marks / f"{name}.json"
-        if mark.is_file() and not (self.force or always):
-            print(f"== {name}: already done ({json.loads(mark.read_text())['seconds']:.0f}s), skipped")
-            return
-        for out in outputs:  # a forced stage, or one that did not finish, is redone from scratch
-            if out.is_dir():
-                shutil.rmtree(out)
-            elif out.exists():
-                out.unlink()
-        print(f"== {name} ...", flush=True)
-        t0 = time.time()
-        rc = fn()
-        if isinstance(rc, int) and rc != 0:
-            raise RuntimeError(f"stage {name} failed with exit code {rc}")
-        seconds = time.time() - t0
-        self.times[name] = seconds
-        mark.write_text(json.dumps({"seconds": seconds, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        print(f"== {name}: done in {seconds:.0f}s", flush=True)
 
 
 MAX_PARSE_FAILURE = 0.05  # a model claim needs >= 95% parsed answers: otherwise the fallback, not the model, predicted
@@ -172,27 +142,67 @@ def demo(cfg: DemoConfig) -> int:
     s = demo_settings(cfg.quick)
     root = Path(cfg.out)
     parts = ["rating", "ranking"] if cfg.task == "all" else [cfg.task] if cfg.task else s.get("parts", ["rating"])
+    jobs = cfg.jobs or s.get("jobs", 1)
     st = Stages(root, cfg.force)
     t_start = time.time()
     print(f"reczero demo ({'quick' if cfg.quick else 'full'}; {' + '.join(parts)}) -> {root}")
+    lanes = {}
     if "rating" in parts:
-        rating_demo(cfg, s, root, st)
+        rating_prelude(cfg, s, root, st)
+        lanes.update({lane: (rating_lanes, (cfg, s, root)) for lane in ("recone", "reczero")})
     if "ranking" in parts:
-        ranking_demo(cfg, s["ranking"], root / "ranking", st)
+        print(f"-- ranking part -> {root / 'ranking'}  (user prompt: {user_prompt_label(s['ranking'].get('prompt', {}))})")
+        lanes["ranking"] = (ranking_lanes, (cfg, s["ranking"], root / "ranking"))
+    st.run_lanes(lanes, jobs)
+    if "rating" in parts:
+        rating_summary(root, st)
+    if "ranking" in parts:
+        ranking_summary(s["ranking"], root / "ranking", st)
     elif not cfg.quick:
         print("\nthe ranking part (R2ec-tiny): reczero demo --task ranking" + (f" --out {root}" if cfg.out != "demo" else ""))
     print(f"(total {time.time() - t_start:.0f}s)")
     return 0
 
 
-def rating_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> None:
-    """The rating part: RecZero, SFT-only and RecOne against the rating baselines and the Bayes floor."""
+def rating_prelude(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> None:
+    """The rating part's shared inputs: the world, the rating baselines and the base model."""
     from reczero.baselines import run_baseline
     from reczero.data.recworld import synth
-    from reczero.data.schema import read_manifest
-    from reczero.evaluate import evaluate
+
+    data, runs = root / "data", root / "runs"
+    # the recipe's data section may pin the world's seed (the quick demo: the shipped base's world)
+    st.run("data", lambda: synth(resolve(SynthConfig, None, {"seed": cfg.seed, **s["data"], "out": str(data)})),
+           [data])
+    for method in s["baselines"]:
+        st.run(f"baseline-{method}", lambda m=method: run_baseline(resolve(
+            BaselineConfig, None, {**s.get("baseline", {}), "seed": cfg.seed, "method": m, "data": str(data),
+                                   "out": str(runs / m)})), [runs / method])
+    st.run("base", lambda: base_stage(cfg, s, data, root / "base"), [root / "base"])
+
+
+def base_stage(cfg: DemoConfig, s: dict[str, Any], data: Path, out: Path) -> int:
+    """The base: the shipped one when the recipe allows it (``base: {shipped: true}``) and it was
+    trained on exactly this world (:func:`reczero.models.shipped.shipped_base`), copied to ``out``;
+    otherwise built here with the recipe's ``base`` settings."""
     from reczero.models import build_base
-    from reczero.report import report
+    from reczero.models.shipped import shipped_base
+
+    settings = dict(s["base"])
+    if settings.pop("shipped", False):
+        path, why = shipped_base(data)
+        if path is not None:
+            shutil.copytree(path, out)
+            print(f"base: {why}; copied to {out} (rebuilt by `make shipped-base`)")
+            return 0
+        print(f"base: {why}; building this world's own base (about 25 minutes on 2 cores)")
+    return build_base(resolve(BaseConfig, None, {**settings, "seed": cfg.seed, **s.get("prompt", {}),
+                                                 "data": str(data), "out": str(out)}))
+
+
+def rating_lanes(cfg: DemoConfig, s: dict[str, Any], root: Path) -> dict[str, list[Stage]]:
+    """The rating part's two independent lanes after the base: RecOne's (teacher, SFT-only, RecOne
+    and their evaluations) and RecZero's (GRPO from the base and its evaluation)."""
+    from reczero.evaluate import evaluate
     from reczero.teacher import run_teacher
     from reczero.train.grpo import train_grpo
     from reczero.train.sft import train_sft
@@ -201,30 +211,40 @@ def rating_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> N
     teacher_file = root / "teacher.jsonl"
     common = {"seed": cfg.seed, **s.get("prompt", {})}   # the prompt options go to every stage that prompts a model
 
-    st.run("data", lambda: synth(resolve(SynthConfig, None, {**s["data"], "seed": cfg.seed, "out": str(data)})), [data])
-    for method in s["baselines"]:
-        st.run(f"baseline-{method}", lambda m=method: run_baseline(resolve(
-            BaselineConfig, None, {**s.get("baseline", {}), "seed": cfg.seed, "method": m, "data": str(data),
-                                   "out": str(runs / m)})), [runs / method])
-    st.run("base", lambda: build_base(resolve(BaseConfig, None, {**s["base"], **common, "data": str(data),
-                                                                 "out": str(base)})), [base])
-    st.run("reczero", lambda: train_grpo(resolve(GRPORecipe, None, {**s["reczero"], **common, "data": str(data),
-                                                                    "model": str(base), "out": str(runs / "reczero")})),
-           [runs / "reczero"])
-    st.run("teacher", lambda: run_teacher(resolve(TeacherConfig, None, {**s["teacher"], **common, "data": str(data),
-                                                                        "heuristic": True, "out": str(teacher_file)})),
-           [teacher_file])
-    st.run("sft-only", lambda: train_sft(resolve(SFTRecipe, None, {
-        **s["sft"], **common, "data": str(data), "model": str(base), "teacher_data": str(teacher_file),
-        "out": str(runs / "sft-only")})), [runs / "sft-only"])
-    st.run("recone", lambda: train_grpo(resolve(GRPORecipe, None, {
-        **s["recone"], **common, "data": str(data), "model": str(runs / "sft-only"), "out": str(runs / "recone")})),
-        [runs / "recone"])
-    for name in MODELS:
-        st.run(f"eval-{name}", lambda n=name: evaluate(resolve(EvalConfig, None, {
-            **s["eval"], **common, "model": str(runs / n), "data": str(data), "method": n})),
+    def evaluation(name: str) -> Stage:
+        return Stage(f"eval-{name}", lambda: evaluate(resolve(EvalConfig, None, {
+            **s["eval"], **common, "model": str(runs / name), "data": str(data), "method": name})),
             [runs / name / "eval" / "test"])
 
+    return {
+        "recone": [
+            Stage("teacher", lambda: run_teacher(resolve(TeacherConfig, None, {
+                **s["teacher"], **common, "data": str(data), "heuristic": True, "out": str(teacher_file)})),
+                [teacher_file]),
+            Stage("sft-only", lambda: train_sft(resolve(SFTRecipe, None, {
+                **s["sft"], **common, "data": str(data), "model": str(base), "teacher_data": str(teacher_file),
+                "out": str(runs / "sft-only")})), [runs / "sft-only"]),
+            Stage("recone", lambda: train_grpo(resolve(GRPORecipe, None, {
+                **s["recone"], **common, "data": str(data), "model": str(runs / "sft-only"),
+                "out": str(runs / "recone")})), [runs / "recone"]),
+            evaluation("sft-only"),
+            evaluation("recone"),
+        ],
+        "reczero": [
+            Stage("reczero", lambda: train_grpo(resolve(GRPORecipe, None, {
+                **s["reczero"], **common, "data": str(data), "model": str(base), "out": str(runs / "reczero")})),
+                [runs / "reczero"]),
+            evaluation("reczero"),
+        ],
+    }
+
+
+def rating_summary(root: Path, st: Stages) -> None:
+    """The rating part's report, table and claims (every run's test metrics and predictions)."""
+    from reczero.data.schema import read_manifest
+    from reczero.report import report
+
+    data, runs = root / "data", root / "runs"
     metrics = read_test_metrics(runs)
     floor = read_manifest(data).get("bayes", {}).get("test")
     checked = claims(metrics, load_test_predictions(runs))
@@ -316,36 +336,41 @@ def load_test_rankings(runs: Path) -> dict[str, Any]:
     return out
 
 
-def ranking_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> None:
-    """The ranking part (stages ``ranking-*``, files in ``root``): see the module docstring."""
+def ranking_lanes(cfg: DemoConfig, s: dict[str, Any], root: Path) -> dict[str, list[Stage]]:
+    """The ranking part's one lane (stages ``ranking-*``, files in ``root``): its world, popularity
+    and SASRec, the R2ec base, the R2ec runs and their evaluations (see the module docstring)."""
     from reczero.baselines import run_baseline
     from reczero.data.recworld import synth
-    from reczero.data.schema import read_manifest
     from reczero.evaluate import evaluate
     from reczero.models import build_base
-    from reczero.report import report
     from reczero.train.r2ec import train_r2ec
 
     data, base, runs = root / "data", root / "base", root / "runs"
     prompt = s.get("prompt", {})          # R2ec's prompt: the base's warm-up, RecPO and evaluation read the same
-    print(f"-- ranking part -> {root}  (user prompt: {user_prompt_label(prompt)})")
-    st.run("ranking-data", lambda: synth(resolve(SynthConfig, None, {**s["data"], "seed": cfg.seed, "out": str(data)})),
-           [data])
-    for method in s.get("baselines", RANKING_BASELINES):
-        st.run(f"ranking-baseline-{method}", lambda m=method: run_baseline(resolve(
-            BaselineConfig, None, {**s.get("baseline", {}), "seed": cfg.seed, "method": m, "data": str(data),
-                                   "out": str(runs / m)})), [runs / method])
-    st.run("ranking-base", lambda: build_base(resolve(BaseConfig, None, {
+    stages = [Stage("ranking-data", lambda: synth(resolve(SynthConfig, None, {
+        "seed": cfg.seed, **s["data"], "out": str(data)})), [data])]
+    stages += [Stage(f"ranking-baseline-{method}", lambda m=method: run_baseline(resolve(BaselineConfig, None, {
+        **s.get("baseline", {}), "seed": cfg.seed, "method": m, "data": str(data), "out": str(runs / m)})),
+        [runs / method]) for method in s.get("baselines", RANKING_BASELINES)]
+    stages.append(Stage("ranking-base", lambda: build_base(resolve(BaseConfig, None, {
         **s["base"], **prompt, "format_warmup": "r2ec", "seed": cfg.seed, "data": str(data), "out": str(base)})),
-        [base])
+        [base]))
     for name, change in R2EC_RUNS.items():
         settings = {**s["r2ec"], **change, **s.get("variants", {}).get(name, {}), **prompt}
-        st.run(f"ranking-{name}", lambda n=name, v=settings: train_r2ec(resolve(R2ecRecipe, None, {
-            **v, "seed": cfg.seed, "data": str(data), "model": str(base), "out": str(runs / n)})), [runs / name])
-        st.run(f"ranking-eval-{name}", lambda n=name: evaluate(resolve(EvalConfig, None, {
+        stages.append(Stage(f"ranking-{name}", lambda n=name, v=settings: train_r2ec(resolve(R2ecRecipe, None, {
+            **v, "seed": cfg.seed, "data": str(data), "model": str(base), "out": str(runs / n)})), [runs / name]))
+        stages.append(Stage(f"ranking-eval-{name}", lambda n=name: evaluate(resolve(EvalConfig, None, {
             **s.get("eval", {}), "model": str(runs / n), "data": str(data), "split": "test", "method": n})),
-            [runs / name / "eval" / "test"])
+            [runs / name / "eval" / "test"]))
+    return {"ranking": stages}
 
+
+def ranking_summary(s: dict[str, Any], root: Path, st: Stages) -> None:
+    """The ranking part's report, table (with the ceiling) and claims."""
+    from reczero.data.schema import read_manifest
+    from reczero.report import report
+
+    data, runs = root / "data", root / "runs"
     metrics = read_test_metrics(runs)
     ceiling = read_manifest(data).get("ranking_ceiling", {}).get("test")
     checked = ranking_claims(metrics, load_test_rankings(runs))
@@ -353,7 +378,7 @@ def ranking_demo(cfg: DemoConfig, s: dict[str, Any], root: Path, st: Stages) -> 
                                             title="reczero demo: ranking on RecWorld", claims=checked), [], always=True)
     world = read_manifest(data).get("world", {})
     print(f"\nranking on RecWorld (choice_temperature {world.get('choice_temperature')}), test split; "
-          f"R2ec user prompt: {user_prompt_label(prompt)}")
+          f"R2ec user prompt: {user_prompt_label(s.get('prompt', {}))}")
     print(ranking_table(metrics, ceiling))
     print()
     for text, holds in checked:

@@ -180,6 +180,29 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None):
     return table.to_pandas()
 
 
+def content_hash(data_dir: str | Path, files: tuple[str, ...] = ("train.parquet", "items.parquet")) -> str:
+    """``sha256:<hex>`` of the *content* of a dataset's files (default: what a base model reads —
+    the train split and the items), independent of how the parquet files were written (row groups,
+    writer version, pandas metadata): each table is combined into one chunk, stripped of schema
+    metadata and hashed in Arrow's IPC format, with its name."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    for name in files:
+        path = Path(data_dir) / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing; a content hash needs {', '.join(files)}")
+        table = pq.read_table(path).replace_schema_metadata(None).combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(name.encode() + b"\0")
+        digest.update(sink.getvalue().to_pybytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
 def train_global_mean(data_dir: str | Path) -> float:
     """Mean rating of the training targets: the last-resort fallback prediction."""
     import pyarrow.compute as pc

@@ -48,8 +48,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reczero import __version__
 from reczero.config import BaseConfig, save_config
 from reczero.data import schema
+from reczero.io import atomic_write_text
 from reczero.models import corpus, probe
 from reczero.models.card import write_model_card
 from reczero.models.pretrain import (
@@ -67,6 +69,7 @@ from reczero.prompts import TEMPLATE_TAGS, build_messages, system_prompt
 from reczero.r2ec import prompts as r2ec_prompts
 
 log = logging.getLogger(__name__)
+PROVENANCE = "provenance.json"   # what the base was made from: recipe, data directory, data content hash
 
 
 def _records(df, n: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -146,8 +149,18 @@ def r2ec_probe(model: Any, tokenizer: Any, cfg: BaseConfig, scale: schema.Rating
             "example": texts[0]}
 
 
-def build_base(cfg: BaseConfig) -> int:
-    """Build the base model in ``cfg.out`` from the prepared dataset ``cfg.data``."""
+def base_provenance(cfg: BaseConfig, recipe: str | None = None) -> dict[str, Any]:
+    """What a base is made from (``BASE/provenance.json``): recipe, data directory, data content hash."""
+    return {"recipe": recipe or "config.yaml (the resolved settings)", "data": str(Path(cfg.data).resolve()),
+            "data_hash": schema.content_hash(cfg.data), "seed": cfg.seed, "reczero": __version__}
+
+
+def build_base(cfg: BaseConfig, recipe: str | None = None) -> int:
+    """Build the base model in ``cfg.out`` from the prepared dataset ``cfg.data``.
+
+    ``BASE/provenance.json`` records what it was made from: ``recipe`` (the recipe file's name,
+    when the caller knows it; the resolved settings are ``BASE/config.yaml`` in any case), the data
+    directory and the content hash of what the base read (:func:`schema.content_hash`)."""
     import numpy as np
     import torch
 
@@ -164,6 +177,7 @@ def build_base(cfg: BaseConfig) -> int:
         log.warning("%s already holds a model; it is replaced", out)
     out.mkdir(parents=True, exist_ok=True)
     scale = schema.rating_scale(cfg.data)
+    provenance = base_provenance(cfg, recipe)
 
     docs = corpus.pretraining_documents(cfg.data, cfg, cfg.seed)
     if r2ec:
@@ -265,7 +279,9 @@ def build_base(cfg: BaseConfig) -> int:
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out, docs[:5])
     save_config(cfg, out)
+    atomic_write_text(out / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
     report["seconds"] = time.perf_counter() - started
+    report["provenance"] = provenance
     write_model_card(out, cfg, report)
     greedy, closed = report.get("greedy", {}), report.get("r2ec_probe", {})
     print(f"base {cfg.size} ({n_params / 1e6:.2f}M parameters) -> {out} in {report['seconds']:.0f} s"

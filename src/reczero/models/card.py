@@ -81,8 +81,10 @@ def write_model_card(out: Path, cfg: Any, report: dict[str, Any]) -> Path:
         "the training split's targets (removed by key if a held-out target were among them) and the item table. "
         "No true rating was ever trained as an *answer*.",
         "",
-        f"Data: `{cfg.data}`. Seed {cfg.seed}. Built in {report['seconds']:.0f} s on CPU. Full settings: "
-        "`config.yaml`; losses: `log.jsonl`.",
+        f"Data: `{cfg.data}` (content {report.get('provenance', {}).get('data_hash', 'not recorded')}). Seed "
+        f"{cfg.seed}. Built in {report['seconds']:.0f} s on CPU. Recipe: "
+        f"{report.get('provenance', {}).get('recipe', 'config.yaml')}; full settings: `config.yaml`; what it was made "
+        "from: `provenance.json`; losses: `log.jsonl`.",
         "",
         f"## Measured on {consts and report['greedy']['n'] or 0} validation samples",
         "",
