@@ -1,6 +1,7 @@
 """R2ec's pure pieces against hand computations and slow references on random tensors: the fused
 reward, history masking, pessimistic ties, group advantages, the marks, the token loss (each rollout
-carries its own advantage) and the item loss; rollouts closed on their sampled ids."""
+carries its own advantage) and the item loss with and without its logQ correction; rollouts closed
+on their sampled ids."""
 
 from __future__ import annotations
 
@@ -160,6 +161,27 @@ def test_item_loss_by_hand_and_only_marked_rollouts_count():
     loss.backward()
     assert users.grad[2].abs().sum() == 0 and users.grad[:2].abs().sum() > 0
     assert items.grad.abs().sum() > 0
+
+
+def test_item_loss_logq_correction_by_hand():
+    """Each in-batch logit loses log q_j (Yi et al. 2019), the target's included; a constant added
+    to every log q changes nothing (only the items' relative odds count)."""
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0])
+    adv, marked, tau = torch.tensor([1.0, 1.0]), torch.tensor([True, True]), 0.5
+    q = torch.tensor([0.8, 0.2])
+    loss = losses.item_loss(users, items, labels, adv, marked, tau=tau, log_q=q.log())
+    # user 0: logits (2, 0) -> (2 - log .8, -log .2); user 1: logits (0, 2) -> (-log .8, 2 - log .2)
+    p0 = (math.exp(2) / 0.8) / (math.exp(2) / 0.8 + 1 / 0.2)
+    p1 = (1 / 0.8) / (1 / 0.8 + math.exp(2) / 0.2)
+    assert loss.item() == pytest.approx(-(math.log(p0) + math.log(p1)) / 2, rel=1e-6)
+    plain = losses.item_loss(users, items, labels, adv, marked, tau=tau)
+    assert loss.item() > plain.item()          # the popular target earns less credit for its popularity
+    shifted = losses.item_loss(users, items, labels, adv, marked, tau=tau, log_q=q.log() + 3.0)
+    assert shifted.item() == pytest.approx(loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one per item"):
+        losses.item_loss(users, items, labels, adv, marked, tau=tau, log_q=q.log()[:1])
 
 
 # ----------------------------------------------------------------------------------------------

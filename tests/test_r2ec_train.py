@@ -1,7 +1,8 @@
 """RecPO for real on a tiny Qwen2 and a tiny RecWorld: parameters change in a real step, a killed
 run resumes to the same final step with the same samples per step, the best model and its item
 table are saved, `reczero eval` of the run writes rankings.parquet and metrics.json, the ablations
-run, and every paper recipe prints its plan with --dry-run without loading weights."""
+run, the item loss's logQ correction and uniform negatives reach it, and every paper recipe prints
+its plan with --dry-run without loading weights."""
 
 from __future__ import annotations
 
@@ -108,6 +109,79 @@ def test_ablations_no_reasoning_and_no_token_loss(r2ec_world, r2ec_model, tmp_pa
                      "--max-steps", "1", "--no-token-loss", *FAST]) == 0
     [step] = [r for r in _log(off) if "reward" in r]
     assert step["reasoning_length"] > 0 and "token_loss" not in step
+
+
+def test_item_loss_logq_reaches_the_trainer(r2ec_world, r2ec_model, tmp_path, monkeypatch):
+    """--item-loss-logq: a real step's item loss gets log q of exactly its batch's targets, q being
+    each item's share of the training interactions (counted here by hand with pandas)."""
+    import numpy as np
+
+    from reczero.r2ec import losses
+    from reczero.rankings import ItemCatalog, load_ranking_rows
+
+    rows = load_ranking_rows(r2ec_world, "train", timestamps=True)
+    catalog = ItemCatalog.from_data(r2ec_world)
+    first = rows.sort_values("timestamp", kind="stable").groupby("user_id").head(1)   # each user's earliest row
+    counted = np.concatenate([catalog.index(list(rows["item_id"])),
+                              catalog.index([i for h in first["history"] for i in h])])
+    counts = np.maximum(np.bincount(counted, minlength=len(catalog)), 1)
+    log_q = T.item_log_q(r2ec_world, catalog)
+    torch.testing.assert_close(log_q, torch.from_numpy(np.log(counts / counts.sum())).float())
+
+    seen, real = [], losses.item_loss
+
+    def spy(users, items, labels, advantages, marked, *, tau, log_q=None):
+        seen.append((items.shape[0], log_q))
+        return real(users, items, labels, advantages, marked, tau=tau, log_q=log_q)
+
+    monkeypatch.setattr(losses, "item_loss", spy)
+    run = tmp_path / "logq"
+    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(run),
+                     "--max-steps", "1", "--item-loss-logq", *FAST]) == 0
+    [step] = [r for r in _log(run) if "reward" in r]
+    samples = set(step["samples"])
+    targets = rows.loc[rows["sample_id"].isin(samples), "item_id"]
+    distinct = np.unique(catalog.index(list(targets)))
+    assert seen and all(n == len(distinct) for n, _ in seen)
+    for _, got in seen:
+        torch.testing.assert_close(got, log_q[torch.from_numpy(distinct)])
+    assert "logQ-corrected" in json.loads((run / "done.json").read_text())["plan"]["loss"]
+
+
+def test_uniform_negatives_join_the_item_loss_with_the_mixture_q(r2ec_world, r2ec_model, tmp_path, monkeypatch):
+    """--item-loss-uniform-negatives 3: three catalogue items, none a batch target, follow the
+    targets in the item loss; with logQ every candidate's q is the mixture's U·p_j + N/|C|."""
+    from reczero.r2ec import losses
+    from reczero.rankings import ItemCatalog
+
+    catalog = ItemCatalog.from_data(r2ec_world)
+    p = T.item_log_q(r2ec_world, catalog).exp()
+    cls = T._trainer_class()
+    seen, drawn, real_loss, real_draw = [], [], losses.item_loss, cls.uniform_negatives
+
+    def draw(self, exclude):
+        out = real_draw(self, exclude)
+        drawn.append((exclude.clone(), out.clone()))
+        return out
+
+    def spy(users, items, labels, advantages, marked, *, tau, log_q=None):
+        seen.append((items.shape[0], log_q))
+        return real_loss(users, items, labels, advantages, marked, tau=tau, log_q=log_q)
+
+    monkeypatch.setattr(cls, "uniform_negatives", draw)
+    monkeypatch.setattr(losses, "item_loss", spy)
+    run = tmp_path / "mixed"
+    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(run),
+                     "--max-steps", "2", "--item-loss-logq", "--item-loss-uniform-negatives", "3", *FAST]) == 0
+    assert len(seen) == len(drawn) == 2
+    for (targets, negatives), (n, log_q) in zip(drawn, seen, strict=True):
+        assert len(negatives) == 3 and not set(negatives.tolist()) & set(targets.tolist())
+        assert n == len(targets) + 3
+        users = 4 / 2                                        # 4 rollouts of G = 2 per mini-batch
+        expected = torch.log(users * p[torch.cat([targets, negatives])] + 3 / len(catalog))
+        torch.testing.assert_close(log_q, expected)
+    assert not torch.equal(drawn[0][1], drawn[1][1])             # a fresh draw each step
+    assert "3 uniform negatives" in json.loads((run / "done.json").read_text())["plan"]["loss"]
 
 
 def test_lora_run_is_saved_merged_with_the_answer_row_at_the_vocabulary_mean(r2ec_world, r2ec_model, tmp_path):

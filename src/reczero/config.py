@@ -375,6 +375,8 @@ class R2ecRecipe(R2ecPromptOptions, TrainOptions):
     epsilon_high: float = opt(0.28, "Token loss: upper clip of the probability ratio (1 + epsilon_high).")
     token_loss: bool = opt(True, "Train the reasoning tokens by the clipped policy gradient (--no-token-loss: the item loss alone, what the reference effectively trained).")
     item_loss_top: int = opt(2, "Item loss: the top N rollouts of each group by advantage take part.")
+    item_loss_logq: bool = opt(False, "Item loss: subtract log q_j, item j's share of the training interactions (its chance of being an in-batch target), from each in-batch logit: the logQ correction of Yi et al., RecSys 2019. Without it the in-batch softmax, whose items are the batch's own popularity-drawn targets, cancels popularity out and cannot learn it.")
+    item_loss_uniform_negatives: int = opt(0, "Item loss: add N catalogue items drawn uniformly (not among the batch's targets) as extra negatives, read with gradient: the mixed negative sampling of Yang et al., WWW 2020 (rare items are otherwise never in a batch). With --item-loss-logq their q is the mixture's.")
     reasoning: bool = opt(True, "Reason before recommending (--no-reasoning, the ablation: the user vector is read right after the prompt, <answer> pre-filled, and only the item loss trains).")
     item_refresh_steps: int = opt(1, "Recompute the item-vector table for the rewards every N optimiser steps (1: always fresh weights).")
     item_batch_size: int = opt(64, "Item prompts per forward pass when computing the item-vector table.")
@@ -397,6 +399,8 @@ class R2ecRecipe(R2ecPromptOptions, TrainOptions):
                               f"reward_weight={self.reward_weight}, reward_k={self.reward_k}")
         if self.item_loss_top < 1 or self.item_refresh_steps < 1 or self.item_batch_size < 1:
             raise ConfigError("item_loss_top, item_refresh_steps and item_batch_size must be >= 1")
+        if self.item_loss_uniform_negatives < 0:
+            raise ConfigError(f"item_loss_uniform_negatives must be >= 0; got {self.item_loss_uniform_negatives}")
         if not self.reasoning and self.use_vllm:
             raise ConfigError("--no-reasoning generates nothing: drop --use-vllm")
 

@@ -16,6 +16,13 @@ What this module chose, and why (R2EC.md, "RecPO"):
   number of rollouts in the batch (the reference's normalisation). The reference writes it as a
   clipped ratio ``p / p.detach()``, whose gradient at ratio 1 is this one's. Item vectors keep
   their gradient: both the user and the item side of the model learn from it.
+* **logQ correction** (optional ``log_q``; Yi et al., RecSys 2019, "Sampling-bias-corrected neural
+  modeling for large corpus item recommendations"): ``log q_j``, the log of item j's chance of
+  being an in-batch target, is subtracted from every logit of the softmax, the target's included.
+  The batch's items are its own targets, drawn by popularity, so the plain in-batch softmax is
+  optimal at ``log p(j|u) − log q_j``: popularity cancels out and the model cannot learn it, though
+  it is most of what a next-item ranking scores. With the correction the optimum is ``log p(j|u)``
+  (up to a constant), and the rewards and the full ranking, which never sample, stay as they are.
 """
 
 from __future__ import annotations
@@ -40,13 +47,20 @@ def token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.T
 
 
 def item_loss(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, advantages: torch.Tensor,
-              marked: torch.Tensor, *, tau: float) -> torch.Tensor:
+              marked: torch.Tensor, *, tau: float, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Advantage-weighted in-batch contrastive loss.
 
-    ``users`` (B, H): each rollout's user vector; ``items`` (M, H): the batch's distinct targets;
-    ``labels`` (B,): the row of each rollout's target in ``items``; ``advantages`` (B,);
-    ``marked`` (B,) bool: the rollouts that take part."""
-    logp = torch.log_softmax(cosine_scores(users, items, tau), dim=1)
+    ``users`` (B, H): each rollout's user vector; ``items`` (M, H): the batch's distinct targets,
+    then any extra negatives (mixed negative sampling); ``labels`` (B,): the row of each rollout's
+    target in ``items``; ``advantages`` (B,);
+    ``marked`` (B,) bool: the rollouts that take part; ``log_q`` (M,), optional: each item's log
+    probability of being an in-batch target, subtracted from its logits (the logQ correction)."""
+    logits = cosine_scores(users, items, tau)
+    if log_q is not None:
+        if log_q.shape != (items.shape[0],):
+            raise ValueError(f"log_q must be one per item, shape ({items.shape[0]},); got {tuple(log_q.shape)}")
+        logits = logits - log_q.to(logits)
+    logp = torch.log_softmax(logits, dim=1)
     logp_target = logp.gather(1, labels.view(-1, 1).to(logp.device)).squeeze(1)
     weight = advantages.float().to(logp.device) * marked.float().to(logp.device)
     return -(weight * logp_target).sum() / users.shape[0]

@@ -12,6 +12,18 @@ What this chose (R2EC.md; the reference's settings are the recipe defaults):
   rollout weighted by its own advantage) plus the item loss (advantage-weighted in-batch
   contrastive, top rollouts of each group) from :mod:`reczero.r2ec.losses`. No KL, no reference
   model (``beta = 0``); TRL's sampler, batching, accumulation, checkpoints and logging are kept.
+* **logQ correction of the item loss** (``--item-loss-logq``, off by default as in the reference):
+  the item loss's softmax runs over the batch's own targets, drawn by popularity, so without it
+  popularity cancels out of what the user vector learns (Yi et al., RecSys 2019). With it each
+  in-batch logit loses ``log q_j``, item j's share of the training interactions
+  (:func:`item_log_q`: the popularity baseline's counts, computed once per run; the batches draw
+  training samples uniformly, so their targets arrive with these odds).
+* **Mixed negatives** (``--item-loss-uniform-negatives N``, default 0; Yang et al., WWW 2020
+  companion, "Mixed negative sampling"): N catalogue items drawn uniformly, none of them a batch
+  target, join the softmax as negatives read with gradient, so that rare items, never a popular
+  batch's target, are pushed away too. Drawn by a generator seeded by the seed and the step (a
+  resumed run draws the same ones). With logQ their q is the mixture's: item j is expected
+  ``U·p_j + N/|catalogue|`` times among the candidates of a mini-batch of U users.
 * **One hidden state for all three uses**: the loss reads the user vector with a forward hook on the
   backbone during TRL's fused log-prob forward, the reward with the same backbone on the same token
   ids, evaluation with :meth:`R2ecModel.vectors`, all at the last ``<answer>`` token (the reference
@@ -49,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from reczero.config import R2ecRecipe
+from reczero.errors import ReczeroError
 from reczero.io import atomic_write_text
 from reczero.train import common
 
@@ -60,6 +73,10 @@ def plan(recipe: R2ecRecipe) -> dict[str, Any]:
     group = common.GroupSteps.of(recipe)
     loss = "item loss only (no reasoning)" if not recipe.reasoning else (
         "token loss + item loss" if recipe.token_loss else "item loss only (token loss off)")
+    if recipe.item_loss_logq:
+        loss += ", item loss logQ-corrected"
+    if recipe.item_loss_uniform_negatives:
+        loss += f", {recipe.item_loss_uniform_negatives} uniform negatives"
     return {
         "model": recipe.model, "data": recipe.data, "out": recipe.out, "world_size": group.world_size,
         "rollouts_per_step": group.completions_per_step, "users_per_step": group.prompts_per_step,
@@ -70,7 +87,11 @@ def plan(recipe: R2ecRecipe) -> dict[str, Any]:
         "max_reasoning_tokens": 0 if not recipe.reasoning else recipe.max_completion_length,
         "reward": f"(1-{recipe.reward_weight})*NDCG@{recipe.reward_k} + {recipe.reward_weight}*softmax, tau={recipe.tau}",
         "loss": loss, "clip": f"[1-{recipe.epsilon_low}, 1+{recipe.epsilon_high}]",
-        "item_loss_top": recipe.item_loss_top, "item_refresh_steps": recipe.item_refresh_steps,
+        "item_loss_top": recipe.item_loss_top,
+        "item_loss_logq": "log share of training interactions (Yi et al. 2019)" if recipe.item_loss_logq else False,
+        "item_loss_negatives": "the batch's targets" + (f" + {recipe.item_loss_uniform_negatives} uniform (Yang et al. 2020)"
+                                                         if recipe.item_loss_uniform_negatives else ""),
+        "item_refresh_steps": recipe.item_refresh_steps,
         "history_window": recipe.history_window,
         "user_prompt": "titles, ratings, time before" + (", attributes" if recipe.history_attributes else "")
                        + (", reviews" if recipe.history_reviews else ""),
@@ -114,11 +135,12 @@ def _trainer_class():
         Dataset rows: ``prompt`` (the rendered user prompt), ``sample_id``, ``target`` (catalog
         index) and ``history`` (catalog indices of the history window). ``item_prompts`` are the
         token ids of every catalog item's prompt, ``item_ids`` the catalog's ids, in catalog order.
-        ``samples`` collects each step's sample ids for log.jsonl.
+        ``samples`` collects each step's sample ids for log.jsonl. ``log_q`` (catalog order), when
+        given, is the item loss's logQ correction (:func:`item_log_q`).
         """
 
         def __init__(self, *args, recipe: R2ecRecipe, item_prompts: list[list[int]], item_ids: list[str],
-                     samples: common.StepSamples | None = None, **kwargs):
+                     samples: common.StepSamples | None = None, log_q: torch.Tensor | None = None, **kwargs):
             self.recipe = recipe
             self.fused_reward = R.FusedRankingReward(tau=recipe.tau, w=recipe.reward_weight, k=recipe.reward_k,
                                                      mask_history=recipe.mask_history)
@@ -126,6 +148,11 @@ def _trainer_class():
             self.r2ec = R2ecModel(self.model, self.processing_class, tau=recipe.tau)
             self.item_prompts = item_prompts
             self.item_ids = list(item_ids)
+            if log_q is not None and log_q.shape != (len(self.item_ids),):
+                raise ValueError(f"log_q must hold one value per catalog item ({len(self.item_ids)}); "
+                                 f"got shape {tuple(log_q.shape)}")
+            self.log_q = log_q
+            self.negatives_rng, self.negatives_step = torch.Generator(), None
             self.item_table: ItemTable | None = None
             self.item_table_step = -1
             self.samples = samples if samples is not None else common.StepSamples()
@@ -277,17 +304,38 @@ def _trainer_class():
                 total = total / self.current_gradient_accumulation_steps
             return total
 
+        def uniform_negatives(self, exclude: torch.Tensor) -> torch.Tensor:
+            """``item_loss_uniform_negatives`` catalogue indices drawn uniformly, none in ``exclude``;
+            the generator is reseeded at each step from the seed and the step."""
+            n = self.recipe.item_loss_uniform_negatives
+            if n == 0:
+                return exclude.new_empty(0)
+            step = self.state.global_step
+            if step != self.negatives_step:
+                self.negatives_rng.manual_seed(self.recipe.seed * 1_000_003 + step)
+                self.negatives_step = step
+            order = torch.randperm(len(self.item_ids), generator=self.negatives_rng)
+            return order[~torch.isin(order, exclude)][:n]
+
         def item_loss(self, model, users, inputs):
-            """The item loss of one mini-batch: its distinct targets read by the model with gradient."""
-            targets = inputs["target"]
+            """The item loss of one mini-batch: its distinct targets, and any uniform negatives,
+            read by the model with gradient."""
+            recipe = self.recipe
+            targets = inputs["target"].cpu()
             distinct, labels = torch.unique(targets, return_inverse=True)
-            ids, mask = pad_sequences([self.item_prompts[j] for j in distinct.tolist()], None, self.r2ec.pad_id)
+            candidates = torch.cat([distinct, self.uniform_negatives(distinct)])
+            ids, mask = pad_sequences([self.item_prompts[j] for j in candidates.tolist()], None, self.r2ec.pad_id)
             ids, mask = ids.to(users.device), mask.to(users.device)
             with self.accelerator.autocast():
                 hidden = backbone(self.accelerator.unwrap_model(model))(
                     input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             items = gather_positions(hidden, answer_positions(ids, self.r2ec.answer_id))
-            return losses.item_loss(users, items, labels, inputs["advantages"], inputs["item_mark"], tau=self.recipe.tau)
+            log_q = None if self.log_q is None else self.log_q[candidates]
+            if log_q is not None and recipe.item_loss_uniform_negatives:   # the mixture's expected counts
+                n_users = len(targets) / self.num_generations
+                log_q = torch.log(n_users * log_q.exp() + recipe.item_loss_uniform_negatives / len(self.item_ids))
+            return losses.item_loss(users, items, labels, inputs["advantages"], inputs["item_mark"], tau=recipe.tau,
+                                    log_q=log_q)
 
     RecPOTrainer = _RecPOTrainer
     return RecPOTrainer
@@ -312,6 +360,24 @@ def train_records(recipe: R2ecRecipe, tokenizer, catalog, scale, *, limit: int |
                         "target": int(catalog.index([row["item_id"]])[0]),
                         "history": catalog.index(list(rows["history"].iloc[int(i)])).tolist()})
     return records
+
+
+def item_log_q(data_dir: str | Path, catalog):
+    """``log q_j`` of every catalog item, in catalog order (a float32 tensor): its share of the
+    training interactions, counted by the popularity baseline (one count, not a second one). The
+    batches draw training samples uniformly, so their targets arrive with these odds. An item seen
+    only in histories (never a target, so never in a batch) counts as 1 to keep its log finite."""
+    import numpy as np
+    import torch
+
+    from reczero.baselines import make_ranker
+    from reczero.rankings import load_ranking_rows
+
+    popularity = make_ranker("popularity").fit(load_ranking_rows(data_dir, "train", timestamps=True))
+    if not popularity.catalog.ids.equals(catalog.ids):
+        raise ReczeroError(f"{data_dir}: the popularity counts' item catalog differs from RecPO's (both are the train split's)")
+    counts = np.maximum(popularity.counts_.astype(np.float64), 1.0)
+    return torch.from_numpy(np.log(counts / counts.sum()).astype(np.float32))
 
 
 class BestState:
@@ -472,6 +538,7 @@ def train_r2ec(recipe: R2ecRecipe) -> int:
         records, log_extra=samples.drain,
         late_callbacks=lambda t: [make_validation_callback(t, run.paths, recipe, catalog, scale, best)] if validated else [],
         recipe=recipe, item_prompts=item_prompts, item_ids=list(catalog.ids), samples=samples,
+        log_q=item_log_q(recipe.data, catalog) if recipe.item_loss_logq else None,
     )
     result = run.train(trainer)
     return run.finish(trainer, tokenizer, result, save=lambda: save_best(trainer, run.paths, recipe, catalog, best),
