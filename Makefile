@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo demo-full demo-ranking test test-all lint bench clean setup
+.PHONY: demo demo-full demo-ranking shipped-base test test-all lint bench clean setup
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ demo-full: $(STAMP)  ## the full demo (about an hour on 2 cores)
 
 demo-ranking: $(STAMP)  ## the full demo's ranking part: R2ec-tiny against popularity, SASRec and the ceiling
 	$(BIN)/reczero demo --task ranking --out $(DEMO_OUT)-full
+
+shipped-base: $(STAMP)  ## rebuild the tiny base the quick demo starts from (default world, configs/cpu/base-recworld.yaml; ~25 min)
+	$(BIN)/python -m reczero.models.shipped
 
 test: $(STAMP)  ## the default test suite (no network, no GPU)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -18,7 +18,8 @@ def _write(path: Path, text: str) -> int:
 
 
 def lanes_of(root: Path, fail: bool = False) -> dict[str, list[Stage]]:
-    """Two lanes: 'a' (two stages, the second reads the first's output) and 'b'."""
+    """Two lanes: 'a' (two stages, the second reads the first's output) and 'b'; and 'c', whose one
+    stage reads what lane a wrote (``after``)."""
     def second() -> int:
         first = (root / "a1.txt").read_text()           # the lane's order holds in its process
         return _write(root / "a2.txt", f"after {first.split()[0]}")
@@ -28,7 +29,26 @@ def lanes_of(root: Path, fail: bool = False) -> dict[str, list[Stage]]:
 
     return {"a": [Stage("a1", lambda: _write(root / "a1.txt", "a1"), [root / "a1.txt"]),
                   Stage("a2", second, [root / "a2.txt"])],
-            "b": [Stage("b1", broken if fail else lambda: _write(root / "b1.txt", "b1"), [root / "b1.txt"])]}
+            "b": [Stage("b1", broken if fail else lambda: _write(root / "b1.txt", "b1"), [root / "b1.txt"])],
+            "c": [Stage("c1", lambda: _write(root / "c1.txt", (root / "b1.txt").read_text()), [root / "c1.txt"],
+                        after=("b1",))]}
+
+
+def test_a_stage_waits_for_another_lanes_stage(tmp_path):
+    st = Stages(tmp_path, force=False)
+    st.run_lanes({lane: (lanes_of, (tmp_path,)) for lane in ("b", "a", "c")}, jobs=2)
+    assert (tmp_path / "c1.txt").read_text().startswith("b1")
+    with pytest.raises(ValueError, match="earlier lane"):                  # it could wait for ever
+        st.run_lanes({lane: (lanes_of, (tmp_path,)) for lane in ("c", "b")}, jobs=2)
+
+
+def test_a_stage_waiting_for_a_failed_one_stops(tmp_path):
+    st = Stages(tmp_path, force=False)
+    with pytest.raises((ValueError, RuntimeError)):
+        st.run_lanes({lane: (lanes_of, (tmp_path, True)) for lane in ("b", "c")}, jobs=2)
+    assert (tmp_path / ".stages" / "b1.failed").is_file() and not (tmp_path / "c1.txt").exists()
+    with pytest.raises(RuntimeError, match="waits for b1, which failed"):
+        st.run_all(lanes_of(tmp_path)["c"])
 
 
 def test_lanes_run_in_their_own_processes_and_skip_when_done(tmp_path, capsys):

@@ -200,8 +200,9 @@ def base_stage(cfg: DemoConfig, s: dict[str, Any], data: Path, out: Path) -> int
 
 
 def rating_lanes(cfg: DemoConfig, s: dict[str, Any], root: Path) -> dict[str, list[Stage]]:
-    """The rating part's two independent lanes after the base: RecOne's (teacher, SFT-only, RecOne
-    and their evaluations) and RecZero's (GRPO from the base and its evaluation)."""
+    """The rating part's two lanes after the base: RecOne's (teacher, SFT-only, RecOne and its
+    evaluation) and RecZero's (GRPO from the base, its evaluation, then SFT-only's evaluation, which
+    waits for SFT-only: RecOne's lane is the longer one)."""
     from reczero.evaluate import evaluate
     from reczero.teacher import run_teacher
     from reczero.train.grpo import train_grpo
@@ -211,10 +212,10 @@ def rating_lanes(cfg: DemoConfig, s: dict[str, Any], root: Path) -> dict[str, li
     teacher_file = root / "teacher.jsonl"
     common = {"seed": cfg.seed, **s.get("prompt", {})}   # the prompt options go to every stage that prompts a model
 
-    def evaluation(name: str) -> Stage:
+    def evaluation(name: str, after: tuple[str, ...] = ()) -> Stage:
         return Stage(f"eval-{name}", lambda: evaluate(resolve(EvalConfig, None, {
             **s["eval"], **common, "model": str(runs / name), "data": str(data), "method": name})),
-            [runs / name / "eval" / "test"])
+            [runs / name / "eval" / "test"], after)
 
     return {
         "recone": [
@@ -227,7 +228,6 @@ def rating_lanes(cfg: DemoConfig, s: dict[str, Any], root: Path) -> dict[str, li
             Stage("recone", lambda: train_grpo(resolve(GRPORecipe, None, {
                 **s["recone"], **common, "data": str(data), "model": str(runs / "sft-only"),
                 "out": str(runs / "recone")})), [runs / "recone"]),
-            evaluation("sft-only"),
             evaluation("recone"),
         ],
         "reczero": [
@@ -235,6 +235,7 @@ def rating_lanes(cfg: DemoConfig, s: dict[str, Any], root: Path) -> dict[str, li
                 **s["reczero"], **common, "data": str(data), "model": str(base), "out": str(runs / "reczero")})),
                 [runs / "reczero"]),
             evaluation("reczero"),
+            evaluation("sft-only", after=("sft-only",)),   # here: RecOne's lane is the longer one
         ],
     }
 

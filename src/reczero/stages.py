@@ -6,7 +6,8 @@ What this chose, and why:
   ``ROOT/.stages/<name>.json`` (its seconds and when), a rerun skips it, and a stage that did not
   finish (or ``force``) is redone from scratch (its outputs removed first) — the demo's resumability.
 * **A lane** is a list of stages that depend on each other in order (the teacher, SFT-only, RecOne
-  and their evaluations); lanes do not depend on each other. With ``jobs`` > 1 the lanes run in
+  and its evaluation); a stage may also wait for a stage of an earlier lane (``after``: SFT-only's
+  evaluation waits for SFT-only, in the lane that is free first), lanes are otherwise independent. With ``jobs`` > 1 the lanes run in
   that many **processes** (``spawn``: a fresh interpreter, no forked torch state), each writing
   its output to ``ROOT/logs/<lane>.log``, while this process prints each stage's line as its
   marker appears. Why processes: the tiny models train fastest on one torch thread (RESULTS.md),
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class Stage:
     name: str
     fn: Callable[[], Any]
     outputs: list[Path] = field(default_factory=list)
+    after: tuple[str, ...] = ()      # stages of other lanes that must have finished first (their markers)
 
 
 #: A lane's recipe: ``builder(*args)`` returns ``{lane name: [Stage, ...]}``; the lane is one key.
@@ -69,23 +71,37 @@ class Stages:
             elif out.exists():
                 out.unlink()
         print(f"== {name} ...", flush=True)
+        failed = self.marks / f"{name}.failed"     # tells stages of other lanes that wait for this one
+        failed.unlink(missing_ok=True)
         t0 = time.time()
-        rc = fn()
-        if isinstance(rc, int) and rc != 0:
-            raise RuntimeError(f"stage {name} failed with exit code {rc}")
+        try:
+            rc = fn()
+            if isinstance(rc, int) and rc != 0:
+                raise RuntimeError(f"stage {name} failed with exit code {rc}")
+        except BaseException:
+            failed.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+            raise
         seconds = time.time() - t0
         self.times[name] = seconds
         (self.marks / f"{name}.json").write_text(json.dumps({"seconds": seconds,
                                                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
         print(f"== {name}: done in {seconds:.0f}s", flush=True)
 
-    def run_all(self, stages: Sequence[Stage]) -> None:
+    def run_all(self, stages: Sequence[Stage], poll: float = 2.0) -> None:
         for s in stages:
+            while not all(self.done(n) for n in s.after):      # another lane's stage, still running
+                if failed := [n for n in s.after if (self.marks / f"{n}.failed").is_file()]:
+                    raise RuntimeError(f"stage {s.name} waits for {', '.join(failed)}, which failed")
+                time.sleep(poll)
             self.run(s.name, s.fn, s.outputs)
 
     def run_lanes(self, lanes: dict[str, tuple[LaneBuilder, tuple[Any, ...]]], jobs: int) -> None:
         """Run each lane's stages in order, ``jobs`` lanes at a time (see the module docstring)."""
         built = {lane: builder(*args)[lane] for lane, (builder, args) in lanes.items()}
+        order = [s.name for stages in built.values() for s in stages]
+        for s in (s for stages in built.values() for s in stages):
+            if bad := [n for n in s.after if n not in order or order.index(n) > order.index(s.name)]:
+                raise ValueError(f"stage {s.name} waits for {bad}: they must come in an earlier lane")
         if jobs <= 1 or len(lanes) == 1:     # one lane: here, printing to the terminal
             for stages in built.values():
                 self.run_all(stages)
@@ -118,8 +134,9 @@ class Stages:
                         print(f"== {name}: done in {json.loads(mark.read_text())['seconds']:.0f}s", flush=True)
                 for f in finished:
                     if f.exception() is not None:
-                        for other in pending:
-                            other.cancel()
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        for child in active_children():       # the other lanes stop now (they resume on a rerun)
+                            child.terminate()
                         log_file = logs / f"{futures[f]}.log"
                         tail = log_file.read_text(errors="replace").splitlines()[-15:] if log_file.is_file() else []
                         print("\n".join(["", f"lane {futures[f]} failed; the end of {log_file}:", *tail]),
