@@ -15,7 +15,8 @@ What this module chose, and why (R2EC.md, "RecPO"):
   ``v_j``, for the rollouts marked for it (the top ones of each group), summed and divided by the
   number of rollouts in the batch (the reference's normalisation). The reference writes it as a
   clipped ratio ``p / p.detach()``, whose gradient at ratio 1 is this one's. Item vectors keep
-  their gradient: both the user and the item side of the model learn from it.
+  their gradient: both the user and the item side of the model learn from it. Extra negatives
+  (the trainer's uniform draws, mixed negative sampling) are more rows of ``items`` after the targets.
 * **logQ correction** (optional ``log_q``; Yi et al., RecSys 2019, "Sampling-bias-corrected neural
   modeling for large corpus item recommendations"): ``log q_j``, the log of item j's chance of
   being an in-batch target, is subtracted from every logit of the softmax, the target's included.
