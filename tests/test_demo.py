@@ -143,7 +143,8 @@ def test_shipped_demo_settings_resolve(quick):
     s = demo.demo_settings(quick)
     p = s.get("prompt", {})
     resolve(SynthConfig, None, {**s["data"], "out": "o"})
-    resolve(BaseConfig, None, {**s["base"], **p, "data": "d", "out": "o"})
+    assert s["base"].get("shipped", False) is quick       # only the quick demo starts from the shipped base
+    resolve(BaseConfig, None, {**{k: v for k, v in s["base"].items() if k != "shipped"}, **p, "data": "d", "out": "o"})
     for stage in ("reczero", "recone"):
         resolve(GRPORecipe, None, {**s[stage], **p, "data": "d", "model": "m", "out": "o"})
     resolve(SFTRecipe, None, {**s["sft"], **p, "data": "d", "model": "m", "out": "o", "teacher_data": "t"})

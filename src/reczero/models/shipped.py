@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 NAME = "recworld-tiny"
 RECIPE = "configs/cpu/base-recworld.yaml"          # relative to the package (and the repository's configs/)
-DATA: dict[str, Any] = {"max_samples": "valid=500,test=1000"}   # `reczero data synth` settings: the default world
+DATA: dict[str, Any] = {"seed": 0, "max_samples": "valid=500,test=1000"}   # `reczero data synth`: the default world
 
 
 def package_dir() -> Path:
