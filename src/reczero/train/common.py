@@ -295,7 +295,7 @@ def trainer_kwargs(recipe: TrainCommon, output_dir: str, use_cpu: bool) -> dict[
         report_to=recipe.report_to,
         seed=recipe.seed,
         disable_tqdm=False,
-        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
+        gradient_checkpointing=recipe.gradient_checkpointing,   # always passed: TRL's own default is True
     )
 
 
