@@ -54,7 +54,6 @@ class Stages:
         self.root, self.force = root, force
         self.marks = root / ".stages"
         self.marks.mkdir(parents=True, exist_ok=True)
-        self.times: dict[str, float] = {}
 
     def done(self, name: str) -> dict[str, Any] | None:
         mark = self.marks / f"{name}.json"
@@ -82,7 +81,6 @@ class Stages:
             failed.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
             raise
         seconds = time.time() - t0
-        self.times[name] = seconds
         (self.marks / f"{name}.json").write_text(json.dumps({"seconds": seconds,
                                                              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}))
         print(f"== {name}: done in {seconds:.0f}s", flush=True)
