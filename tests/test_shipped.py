@@ -74,3 +74,27 @@ def test_the_quick_demo_builds_the_same_base_when_the_shipped_one_does_not_fit()
     assert {k: v for k, v in quick["base"].items() if k != "shipped"} == \
            {k: v for k, v in recipe.items() if k not in ("data", "out")}
     assert quick["data"] == shipped.DATA                  # the world the shipped base was built on
+
+
+def test_the_rebuild_command_writes_a_base_with_its_provenance(tmp_path, monkeypatch, capsys):
+    """`make shipped-base` (= python -m reczero.models.shipped) end to end, on a tiny world and recipe."""
+    from reczero.config import BaseConfig, resolve
+    from reczero.data.schema import content_hash
+
+    monkeypatch.setattr(shipped, "DATA", {"seed": 0, "users": 30, "items": 20, "max_samples": "valid=8,test=8"})
+    monkeypatch.setattr(shipped, "resolved_recipe", lambda data, out: resolve(BaseConfig, None, {
+        "data": str(data), "out": str(out), "pretrain_epochs": 0.05, "format_warmup_steps": 1, "batch_size": 4,
+        "seq_len": 64, "eval_samples": 2, "vocab_size": 400}))
+    seen = {}
+    real_hash = content_hash
+
+    def record(data):
+        seen["hash"] = real_hash(data)
+        return seen["hash"]
+
+    monkeypatch.setattr("reczero.data.schema.content_hash", record)
+    assert shipped.main(["--out", str(tmp_path / "base"), "--work", str(tmp_path)]) == 0
+    found = shipped.provenance(tmp_path / "base")
+    assert found["recipe"] == shipped.RECIPE and found["data_hash"] == seen["hash"]
+    assert (tmp_path / "base" / "model.safetensors").is_file() and "shipped base ->" in capsys.readouterr().out
+    assert found["data_hash"] in (tmp_path / "base" / "README.md").read_text()    # the card names it too
