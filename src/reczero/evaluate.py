@@ -18,7 +18,9 @@ What this module chose, and why:
   sizes and times are stamped), split, prompt or generation length. The final
   ``predictions.parquet`` (split order, one row per sample) and ``metrics.json`` are written by
   :func:`reczero.predictions.write_results`, so they agree exactly. ``partial/`` is kept: a rerun
-  with a larger ``--limit`` only generates the new samples.
+  with a larger ``--limit`` only generates the new samples. :class:`ChunkStore` takes the chunks'
+  Arrow schema, so the R2ec eval resumes through the same store (its chunks hold reasoning ids and
+  user vectors).
 * **Backends.** ``transformers`` (default; CPU or GPU) or ``vllm`` (GPU): vLLM is imported only in
   that branch, with an error naming the ``gpu`` extra when it is missing.
 """
@@ -109,10 +111,16 @@ def predict_ratings(model, tokenizer, df, opts: PromptOptions, scale: schema.Rat
 
 
 class ChunkStore:
-    """``OUT/partial/chunk-NNNNN.parquet`` files, each written atomically, read back as one frame."""
+    """``OUT/partial/chunk-NNNNN.parquet`` files, each written atomically, read back as one frame.
 
-    def __init__(self, directory: Path, fingerprint: dict[str, Any]):
+    The rating eval stores predictions in them, the R2ec eval (:mod:`reczero.r2ec.evaluate`) its
+    reasoning ids and user vectors: ``schema`` (an Arrow schema with a ``sample_id`` column) says
+    which. ``fingerprint.json`` beside the chunks says what evaluation wrote them; another one is
+    refused, naming every difference."""
+
+    def __init__(self, directory: Path, fingerprint: dict[str, Any], schema: Any):
         self.dir = directory
+        self.schema = schema
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob("*.tmp*"):       # a kill mid-write leaves only atomic_write's temp file
             stale.unlink()
@@ -122,7 +130,7 @@ class ChunkStore:
             diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
             if diff:
                 what = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in diff.items())
-                raise ReczeroError(f"{self.dir} holds predictions of a different evaluation ({what}); "
+                raise ReczeroError(f"{self.dir} holds chunks of a different evaluation ({what}); "
                                    f"delete {self.dir} or choose another --out")
         else:
             atomic_write_text(fp_path, json.dumps(fingerprint, indent=2) + "\n")
@@ -135,19 +143,44 @@ class ChunkStore:
 
         frames = [pd.read_parquet(f) for f in self.files()]
         if not frames:
-            return pd.DataFrame(columns=COLUMNS)
-        return pd.concat(frames, ignore_index=True)[COLUMNS]
+            return self.schema.empty_table().to_pandas()
+        return pd.concat(frames, ignore_index=True)[self.schema.names]
 
-    def write(self, predictions) -> Path:
+    def write(self, frame) -> Path:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from reczero.predictions import predictions_schema
-
         files = self.files()
         index = int(files[-1].stem.split("-")[1]) + 1 if files else 1
-        table = pa.Table.from_pandas(predictions[COLUMNS], schema=predictions_schema(), preserve_index=False)
+        table = pa.Table.from_pandas(frame[self.schema.names], schema=self.schema, preserve_index=False)
         return atomic_write(self.dir / f"chunk-{index:05d}.parquet", lambda tmp: pq.write_table(table, str(tmp)))
+
+    def remaining(self, df, where: str | Path):
+        """The samples of ``df`` (a split frame, from ``where``) that no chunk holds yet."""
+        if df["sample_id"].duplicated().any():
+            dup = df.loc[df["sample_id"].duplicated(), "sample_id"].iloc[0]
+            raise DataError(f"{where}: sample_id {dup!r} occurs more than once")
+        done = set(self.read()["sample_id"])
+        return df[~df["sample_id"].isin(done)].reset_index(drop=True)
+
+    def collect(self, df):
+        """The chunk rows of ``df``'s samples, one each, in ``df``'s order (rows of other samples,
+        from a run with a larger ``--limit``, are left out)."""
+        rows = self.read()
+        rows = rows[rows["sample_id"].isin(set(df["sample_id"]))]
+        if rows["sample_id"].duplicated().any():       # cannot happen through this code; never hide it
+            raise ReczeroError(f"{self.dir}: a sample occurs in two chunks; delete {self.dir} and rerun")
+        missing = len(df) - len(rows)
+        if missing:
+            raise ReczeroError(f"{self.dir}: {missing} samples have no chunk row after generation")
+        position = {sid: i for i, sid in enumerate(df["sample_id"])}
+        return rows.sort_values("sample_id", key=lambda s: s.map(position)).reset_index(drop=True)
+
+
+def model_fingerprint(model_path: str) -> dict[str, Any]:
+    """The model part of a chunk fingerprint: its resolved path (or hub id) and its files' stamp."""
+    return {"model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+            "weights": weights_stamp(model_path)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,9 +237,6 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
         from reczero.generation import generate_vllm, load_vllm
         from reczero.models import load_tokenizer
 
-        if (Path(model_path) / "adapter_config.json").is_file():
-            raise ReczeroError(f"{model_path} holds LoRA adapters; merge them into the base model before "
-                               "--backend vllm, or use --backend transformers")
         llm = load_vllm(model_path, seed=cfg.seed)
         tokenizer = load_tokenizer(model_path)
         return tokenizer, lambda prompts: generate_vllm(llm, prompts, max_new_tokens=cfg.max_new_tokens,
@@ -240,7 +270,7 @@ def evaluate(cfg: EvalConfig) -> int:
     from tqdm.auto import tqdm
 
     from reczero.generation import length_order
-    from reczero.predictions import write_results
+    from reczero.predictions import predictions_schema, write_results
     from reczero.rewards import check_format
 
     torch.manual_seed(cfg.seed)
@@ -251,20 +281,15 @@ def evaluate(cfg: EvalConfig) -> int:
     df = schema.load_split(cfg.data, cfg.split, cfg.limit)
     if len(df) == 0:
         raise DataError(f"{schema.split_path(cfg.data, cfg.split)}: no samples to evaluate")
-    if df["sample_id"].duplicated().any():
-        dup = df.loc[df["sample_id"].duplicated(), "sample_id"].iloc[0]
-        raise DataError(f"{schema.split_path(cfg.data, cfg.split)}: sample_id {dup!r} occurs more than once")
     global_mean = schema.train_global_mean(cfg.data)
 
     opts = prompt_options(cfg)
-    fingerprint = {"model": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
-                   "weights": weights_stamp(model_path), "data": str(Path(cfg.data).resolve()),
+    fingerprint = {**model_fingerprint(model_path), "data": str(Path(cfg.data).resolve()),
                    "split": cfg.split, "backend": cfg.backend, "max_new_tokens": cfg.max_new_tokens,
                    "prompt": dataclasses.asdict(opts)}
-    store = ChunkStore(out / PARTIAL, fingerprint)
+    store = ChunkStore(out / PARTIAL, fingerprint, predictions_schema())
     save_config(cfg, out)
-    done = set(store.read()["sample_id"])
-    todo = df[~df["sample_id"].isin(done)].reset_index(drop=True)
+    todo = store.remaining(df, schema.split_path(cfg.data, cfg.split))
     log.info("%s %s: %d samples, %d already predicted in %s, %d to go", method, cfg.split, len(df),
              len(df) - len(todo), store.dir, len(todo))
 
@@ -283,15 +308,7 @@ def evaluate(cfg: EvalConfig) -> int:
                 bar.update(len(idx))
                 log.debug("wrote %s (%d samples)", path, len(part))
 
-    predictions = store.read()
-    predictions = predictions[predictions["sample_id"].isin(set(df["sample_id"]))]
-    if predictions["sample_id"].duplicated().any():       # cannot happen through this code; never hide it
-        raise ReczeroError(f"{store.dir}: a sample was predicted twice; delete {store.dir} and rerun")
-    missing = len(df) - len(predictions)
-    if missing:
-        raise ReczeroError(f"{store.dir}: {missing} samples have no prediction after generation")
-    position = {sid: i for i, sid in enumerate(df["sample_id"])}
-    predictions = predictions.sort_values("sample_id", key=lambda s: s.map(position)).reset_index(drop=True)
+    predictions = store.collect(df)
     # format compliance of the answers as written (all tags once, in order, rating inside the scale)
     format_rate = float(predictions["completion"].map(lambda t: check_format(t, cfg.template, scale)).mean())
     metrics = write_results(out, predictions, method=method, split=cfg.split, data_dir=cfg.data,

@@ -18,12 +18,17 @@ What this module chose, and why:
 * The model is switched to ``eval()`` under ``torch.inference_mode()`` and put back in training
   mode afterwards if it was training (dropout would otherwise make "greedy" random).
 * :func:`generate_vllm` is the GPU path with the same contract; vLLM is imported only inside it.
+  :func:`reason_vllm` is R2ec's: token ids in, the sampled token ids out (never text, so nothing is
+  re-tokenised), stopped at the given ids. :func:`load_vllm` refuses a LoRA adapter folder (vLLM
+  loads merged weights here) and takes vLLM's GPU memory share, so that R2ec can keep its
+  transformers model (which reads the user vectors) on the same GPU.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from reczero.errors import ReczeroError
@@ -124,8 +129,29 @@ def generate_vllm(llm: Any, prompts: list[str], *, max_new_tokens: int = 256, se
     return [out.outputs[0].text for out in outputs]
 
 
-def load_vllm(model_path: str, *, seed: int = 0, dtype: str = "auto", trust_remote_code: bool = False) -> Any:
-    """A ``vllm.LLM`` for ``model_path``; a clear error when vLLM is not installed."""
+def reason_vllm(llm: Any, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
+                seed: int = 0, progress: bool = True) -> list[list[int]]:
+    """The vLLM path of R2ec's reasoning (GPU): greedy token ids sampled after each prompt, in input
+    order, each ending at the first of ``stop_ids`` (vLLM keeps that id in ``token_ids``) or at
+    ``max_new_tokens``. The caller closes them with :func:`reczero.r2ec.model.close_rollouts`.
+
+    Prompts go in as token ids (``{"prompt_token_ids": ...}``, the dict that ``vllm.inputs.TokensPrompt``
+    names), so vLLM reads exactly the ids the transformers model reads the user vector from."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_ids), seed=seed)
+    prompts = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
+    outputs = llm.generate(prompts, params, use_tqdm=progress)
+    return [list(out.outputs[0].token_ids) for out in outputs]
+
+
+def load_vllm(model_path: str, *, seed: int = 0, dtype: str = "auto", trust_remote_code: bool = False,
+              gpu_memory_utilization: float = 0.9) -> Any:
+    """A ``vllm.LLM`` for ``model_path``; a clear error for a LoRA adapter folder and when vLLM is
+    not installed. ``gpu_memory_utilization`` is vLLM's share of the GPU (its default: 0.9)."""
+    if (Path(model_path) / "adapter_config.json").is_file():
+        raise ReczeroError(f"{model_path} holds LoRA adapters; merge them into the base model before "
+                           "--backend vllm, or use --backend transformers")
     try:
         from vllm import LLM
     except ImportError as err:
@@ -134,4 +160,4 @@ def load_vllm(model_path: str, *, seed: int = 0, dtype: str = "auto", trust_remo
             "install the 'gpu' extra: pip install 'reczero[gpu]', or use --backend transformers"
         ) from err
     return LLM(model=str(model_path), tokenizer=str(model_path), seed=seed, dtype=dtype,
-               trust_remote_code=trust_remote_code)
+               trust_remote_code=trust_remote_code, gpu_memory_utilization=gpu_memory_utilization)
