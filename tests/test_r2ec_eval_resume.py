@@ -163,10 +163,10 @@ def test_vllm_backend_reads_token_ids_and_ranks_like_transformers(r2ec_run, r2ec
     fake.LLM, fake.SamplingParams = StandInLLM, lambda **kw: kw
     monkeypatch.setitem(sys.modules, "vllm", fake)
     out = tmp_path / "v"
-    assert run_eval(r2ec_run, r2ec_world, out, "--backend", "vllm") == 0
+    assert run_eval(r2ec_run, r2ec_world, out, "--backend", "vllm", "--vllm-gpu-memory-utilization", "0.3") == 0
     assert reasoned == []                                      # the reasoning came from the engine
     seen = StandInLLM.seen
-    assert seen["model"] == str(r2ec_run / "model") and seen["init"]["gpu_memory_utilization"] == R.VLLM_GPU_SHARE
+    assert seen["model"] == str(r2ec_run / "model") and seen["init"]["gpu_memory_utilization"] == 0.3
     assert len(seen["prompts"]) == LIMIT
     assert all(set(p) == {"prompt_token_ids"} and all(isinstance(t, int) for t in p["prompt_token_ids"])
                for p in seen["prompts"])                       # token ids, never text
@@ -180,6 +180,14 @@ def test_vllm_backend_reads_token_ids_and_ranks_like_transformers(r2ec_run, r2ec
     assert metrics["backend"] == "vllm"
     assert {k: v for k, v in metrics.items() if k != "backend"} == \
         {k: v for k, v in expected_metrics.items() if k != "backend"}
+
+
+def test_vllm_gpu_share_must_be_a_fraction():
+    from reczero.config import ConfigError, EvalConfig
+
+    assert EvalConfig(model="m", data="d").vllm_gpu_memory_utilization is None   # 0.9 rating, 0.5 R2ec
+    with pytest.raises(ConfigError, match="vllm_gpu_memory_utilization must be in"):
+        EvalConfig(model="m", data="d", vllm_gpu_memory_utilization=1.5)
 
 
 def test_vllm_backend_missing_or_lora_is_a_clear_error(r2ec_run, r2ec_world, tmp_path, monkeypatch, capsys):

@@ -493,6 +493,7 @@ class EvalConfig(PromptOptions):
     max_new_tokens: int = opt(256, "Maximum generated tokens per completion.")
     limit: int | None = opt(None, "Evaluate only the first N samples of the split.")
     backend: str = opt("transformers", "Generation backend ('vllm' needs a GPU and the 'gpu' extra).", choices=["transformers", "vllm"])
+    vllm_gpu_memory_utilization: float | None = opt(None, "With --backend vllm: vLLM's share of the GPU memory (default: 0.9 for a rating model; 0.5 for an R2ec run, whose transformers copy reads the user vectors on the same GPU).")
     method: str | None = opt(None, "Name of the method in metrics.json and reports (default: the run's name).")
     seed: int = opt(0, "Random seed.")
     threads: int = opt(0, "CPU threads for torch (0: one for models under 50M parameters on CPU; torch's default otherwise).")
@@ -502,6 +503,9 @@ class EvalConfig(PromptOptions):
         for name in ("batch_size", "max_new_tokens", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        share = self.vllm_gpu_memory_utilization
+        if share is not None and not 0 < share <= 1:
+            raise ConfigError(f"vllm_gpu_memory_utilization must be in (0, 1], got {share}")
 
 
 @dataclass

@@ -237,7 +237,7 @@ def make_completer(cfg: EvalConfig, model_path: str) -> tuple[Any, Callable[[lis
         from reczero.generation import generate_vllm, load_vllm
         from reczero.models import load_tokenizer
 
-        llm = load_vllm(model_path, seed=cfg.seed)
+        llm = load_vllm(model_path, seed=cfg.seed, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization or 0.9)
         tokenizer = load_tokenizer(model_path)
         return tokenizer, lambda prompts: generate_vllm(llm, prompts, max_new_tokens=cfg.max_new_tokens,
                                                         seed=cfg.seed, progress=True)

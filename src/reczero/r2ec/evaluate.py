@@ -44,8 +44,8 @@ from reczero.errors import ReczeroError
 log = logging.getLogger(__name__)
 
 RECIPE = "R2ecRecipe"
-VLLM_GPU_SHARE = 0.5     # vLLM's share of the GPU with --backend vllm; the transformers model reading the
-                         # user vectors and the item table holds the rest (vLLM's default 0.9 leaves it none)
+VLLM_GPU_SHARE = 0.5     # vLLM's default share of the GPU with --backend vllm (--vllm-gpu-memory-utilization); the
+                         # transformers model reading the user vectors and the item table holds the rest (0.9 leaves it none)
 
 
 def run_recipe(run: str | Path) -> dict[str, Any] | None:
@@ -189,7 +189,7 @@ def evaluate_r2ec_run(cfg: Any) -> int:
         from reczero.generation import load_vllm
 
         # loaded first: vLLM sizes its share from the free memory; the transformers model takes the rest
-        llm = load_vllm(model_path, seed=cfg.seed, gpu_memory_utilization=VLLM_GPU_SHARE)
+        llm = load_vllm(model_path, seed=cfg.seed, gpu_memory_utilization=cfg.vllm_gpu_memory_utilization or VLLM_GPU_SHARE)
     model, tokenizer = load_model(model_path)
     configure_threads(cfg.threads, model)
     r2ec = R2ecModel(model, tokenizer, tau=float(recipe.get("tau", 0.02)))
