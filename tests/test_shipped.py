@@ -76,6 +76,23 @@ def test_the_quick_demo_builds_the_same_base_when_the_shipped_one_does_not_fit()
     assert quick["data"] == shipped.DATA                  # the world the shipped base was built on
 
 
+def test_the_fallback_base_is_built_with_the_shipped_recipe_not_the_demos_prompt(world, tmp_path, monkeypatch):
+    """The quick demo prompts its models with a shorter prompt; a base it must build itself (another
+    world) is still the shipped base's recipe, prompt included."""
+    from reczero import models
+    from reczero.config import DemoConfig
+    from reczero.demo import base_stage, demo_settings
+
+    built = []
+    monkeypatch.setattr(models, "build_base", lambda cfg: built.append(cfg) or 0)
+    quick = demo_settings(quick=True)
+    assert quick["prompt"]["prompt_history"] < 10                     # the quick demo's own, shorter prompt
+    assert base_stage(DemoConfig(), quick, world, tmp_path / "base") == 0
+    expected = to_dict(shipped.resolved_recipe(str(world), str(tmp_path / "base")))
+    assert {k: v for k, v in to_dict(built[0]).items() if k != "seed"} == \
+           {k: v for k, v in expected.items() if k != "seed"}
+
+
 def test_the_rebuild_command_writes_a_base_with_its_provenance(tmp_path, monkeypatch, capsys):
     """`make shipped-base` (= python -m reczero.models.shipped) end to end, on a tiny world and recipe."""
     from reczero.config import BaseConfig, resolve

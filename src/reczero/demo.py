@@ -188,6 +188,7 @@ def base_stage(cfg: DemoConfig, s: dict[str, Any], data: Path, out: Path) -> int
     from reczero.models.shipped import shipped_base
 
     settings = dict(s["base"])
+    prompt = s.get("prompt", {})
     if settings.pop("shipped", False):
         path, why = shipped_base(data)
         if path is not None:
@@ -195,7 +196,8 @@ def base_stage(cfg: DemoConfig, s: dict[str, Any], data: Path, out: Path) -> int
             print(f"base: {why}; copied to {out} (rebuilt by `make shipped-base`)")
             return 0
         print(f"base: {why}; building this world's own base (about 25 minutes on 2 cores)")
-    return build_base(resolve(BaseConfig, None, {**settings, "seed": cfg.seed, **s.get("prompt", {}),
+        prompt = {}     # the shipped base's own recipe, prompt included: the base the demo was measured from
+    return build_base(resolve(BaseConfig, None, {**settings, "seed": cfg.seed, **prompt,
                                                  "data": str(data), "out": str(out)}))
 
 
