@@ -184,19 +184,6 @@ def test_item_loss_logq_correction_by_hand():
         losses.item_loss(users, items, labels, adv, marked, tau=tau, log_q=q.log()[:1])
 
 
-def test_item_loss_exclude_leaves_items_out_of_each_rows_softmax():
-    """``exclude`` (the catalogue softmax's history mask) removes an item from one row's softmax only."""
-    users = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    labels = torch.tensor([1, 1])
-    adv, marked, tau = torch.tensor([1.0, 1.0]), torch.tensor([True, True]), 0.5
-    exclude = torch.tensor([[False, False, True], [False, False, False]])
-    loss = losses.item_loss(users, items, labels, adv, marked, tau=tau, exclude=exclude)
-    # row 0 sees items 0, 1 (logits 2, 0); row 1 sees all three (2, 0, 2)
-    p0, p1 = 1 / (math.exp(2) + 1), 1 / (2 * math.exp(2) + 1)
-    assert loss.item() == pytest.approx(-(math.log(p0) + math.log(p1)) / 2, rel=1e-6)
-
-
 # ----------------------------------------------------------------------------------------------
 # Positions and rollouts
 # ----------------------------------------------------------------------------------------------

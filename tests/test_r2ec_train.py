@@ -184,55 +184,6 @@ def test_uniform_negatives_join_the_item_loss_with_the_mixture_q(r2ec_world, r2e
     assert "3 uniform negatives" in json.loads((run / "done.json").read_text())["plan"]["loss"]
 
 
-def test_catalogue_item_loss_reads_targets_with_gradient_and_the_rest_from_the_table(r2ec_world, r2ec_model,
-                                                                                      tmp_path, monkeypatch):
-    """--item-loss-catalog: every catalogue item is in the item loss, the batch's targets with
-    gradient and the others exactly the rewards' item table; labels are catalogue indices; each
-    row's history is masked, its target never."""
-    from reczero.config import ConfigError
-    from reczero.r2ec import losses
-    from reczero.rankings import ItemCatalog, load_ranking_rows
-
-    catalog = ItemCatalog.from_data(r2ec_world)
-    rows = load_ranking_rows(r2ec_world, "train").set_index("sample_id")
-    cls = T._trainer_class()
-    seen, real_loss, real_items = [], losses.item_loss, cls.item_loss
-
-    def spy(users, items, labels, advantages, marked, *, tau, log_q=None, exclude=None):
-        seen.append({"items": items.detach().clone(), "grad": items.requires_grad, "labels": labels.clone(),
-                     "exclude": None if exclude is None else exclude.clone(), "log_q": log_q})
-        return real_loss(users, items, labels, advantages, marked, tau=tau, log_q=log_q, exclude=exclude)
-
-    def keep_table(self, model, users, inputs):
-        seen.append({"table": self.item_table.vectors.clone()})
-        return real_items(self, model, users, inputs)
-
-    monkeypatch.setattr(losses, "item_loss", spy)
-    monkeypatch.setattr(cls, "item_loss", keep_table)
-    run = tmp_path / "catalog"
-    assert cli.main(["train", "r2ec", "--data", str(r2ec_world), "--model", str(r2ec_model), "--out", str(run),
-                     "--max-steps", "1", "--item-loss-catalog", *FAST]) == 0
-    table, loss = seen
-    assert loss["grad"] and loss["log_q"] is None and loss["items"].shape[0] == len(catalog)
-    [step] = [r for r in _log(run) if "reward" in r]
-    targets = torch.from_numpy(catalog.index(list(rows.loc[step["samples"], "item_id"])))
-    assert set(loss["labels"].tolist()) == set(targets.tolist())
-    others = torch.ones(len(catalog), dtype=torch.bool)
-    others[loss["labels"]] = False
-    torch.testing.assert_close(loss["items"][others], table["table"][others])
-    windows = {}                                   # target -> the history windows of the step's users with it
-    for sid in step["samples"]:
-        target = int(catalog.index([rows.loc[sid, "item_id"]])[0])
-        windows.setdefault(target, []).append(set(catalog.index(list(rows.loc[sid, "history"])).tolist()) - {target})
-    for row, label in enumerate(loss["labels"].tolist()):
-        masked = set(loss["exclude"][row].nonzero().flatten().tolist())
-        assert label not in masked and masked in windows[label] and masked
-    assert "whole catalogue" in json.loads((run / "done.json").read_text())["plan"]["loss"]
-    with pytest.raises(ConfigError, match="already takes every item"):
-        T.R2ecRecipe(data=str(r2ec_world), model=str(r2ec_model), out=str(run), item_loss_catalog=True,
-                     item_loss_logq=True)
-
-
 def test_lora_run_is_saved_merged_with_the_answer_row_at_the_vocabulary_mean(r2ec_world, r2ec_model, tmp_path):
     from reczero.models import load_model
     from reczero.r2ec.model import answer_token_id

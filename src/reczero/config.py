@@ -377,7 +377,6 @@ class R2ecRecipe(R2ecPromptOptions, TrainOptions):
     item_loss_top: int = opt(2, "Item loss: the top N rollouts of each group by advantage take part.")
     item_loss_logq: bool = opt(False, "Item loss: subtract log q_j, item j's share of the training interactions (its chance of being an in-batch target), from each in-batch logit: the logQ correction of Yi et al., RecSys 2019. Without it the in-batch softmax, whose items are the batch's own popularity-drawn targets, cancels popularity out and cannot learn it.")
     item_loss_uniform_negatives: int = opt(0, "Item loss: add N catalogue items drawn uniformly (not among the batch's targets) as extra negatives, read with gradient: the mixed negative sampling of Yang et al., WWW 2020 (rare items are otherwise never in a batch). With --item-loss-logq their q is the mixture's.")
-    item_loss_catalog: bool = opt(False, "Item loss: a softmax over the whole catalogue instead of the batch: the batch's targets read with gradient, every other item from the item-vector table the rewards use (refreshed every --item-refresh-steps, no gradient), the user's history window masked. A full softmax has no sampling bias, so it needs no logQ correction (sampled softmax with a cached table, Yi et al. 2019's setting without the sampling).")
     reasoning: bool = opt(True, "Reason before recommending (--no-reasoning, the ablation: the user vector is read right after the prompt, <answer> pre-filled, and only the item loss trains).")
     item_refresh_steps: int = opt(1, "Recompute the item-vector table for the rewards every N optimiser steps (1: always fresh weights).")
     item_batch_size: int = opt(64, "Item prompts per forward pass when computing the item-vector table.")
@@ -402,9 +401,6 @@ class R2ecRecipe(R2ecPromptOptions, TrainOptions):
             raise ConfigError("item_loss_top, item_refresh_steps and item_batch_size must be >= 1")
         if self.item_loss_uniform_negatives < 0:
             raise ConfigError(f"item_loss_uniform_negatives must be >= 0; got {self.item_loss_uniform_negatives}")
-        if self.item_loss_catalog and (self.item_loss_logq or self.item_loss_uniform_negatives):
-            raise ConfigError("--item-loss-catalog already takes every item as a negative, without sampling: "
-                              "drop --item-loss-logq and --item-loss-uniform-negatives")
         if not self.reasoning and self.use_vllm:
             raise ConfigError("--no-reasoning generates nothing: drop --use-vllm")
 

@@ -24,10 +24,6 @@ What this module chose, and why (R2EC.md, "RecPO"):
   optimal at ``log p(j|u) − log q_j``: popularity cancels out and the model cannot learn it, though
   it is most of what a next-item ranking scores. With the correction the optimum is ``log p(j|u)``
   (up to a constant), and the rewards and the full ranking, which never sample, stay as they are.
-* **Catalogue softmax** (optional, the trainer's ``--item-loss-catalog``): ``items`` is the whole
-  catalogue, the batch's targets read with gradient and the rest taken from the rewards' item
-  table, and ``exclude`` masks each user's history window, as the evaluation does. Nothing is
-  sampled, so nothing needs correcting.
 """
 
 from __future__ import annotations
@@ -52,23 +48,19 @@ def token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.T
 
 
 def item_loss(users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor, advantages: torch.Tensor,
-              marked: torch.Tensor, *, tau: float, log_q: torch.Tensor | None = None,
-              exclude: torch.Tensor | None = None) -> torch.Tensor:
+              marked: torch.Tensor, *, tau: float, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Advantage-weighted in-batch contrastive loss.
 
     ``users`` (B, H): each rollout's user vector; ``items`` (M, H): the batch's distinct targets,
     then any extra negatives (mixed negative sampling); ``labels`` (B,): the row of each rollout's
     target in ``items``; ``advantages`` (B,);
     ``marked`` (B,) bool: the rollouts that take part; ``log_q`` (M,), optional: each item's log
-    probability of being an in-batch target, subtracted from its logits (the logQ correction);
-    ``exclude`` (B, M) bool, optional: items left out of row i's softmax (its history)."""
+    probability of being an in-batch target, subtracted from its logits (the logQ correction)."""
     logits = cosine_scores(users, items, tau)
     if log_q is not None:
         if log_q.shape != (items.shape[0],):
             raise ValueError(f"log_q must be one per item, shape ({items.shape[0]},); got {tuple(log_q.shape)}")
         logits = logits - log_q.to(logits)
-    if exclude is not None:
-        logits = logits.masked_fill(exclude.to(logits.device), float("-inf"))
     logp = torch.log_softmax(logits, dim=1)
     logp_target = logp.gather(1, labels.view(-1, 1).to(logp.device)).squeeze(1)
     weight = advantages.float().to(logp.device) * marked.float().to(logp.device)

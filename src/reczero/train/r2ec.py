@@ -24,11 +24,6 @@ What this chose (R2EC.md; the reference's settings are the recipe defaults):
   batch's target, are pushed away too. Drawn by a generator seeded by the seed and the step (a
   resumed run draws the same ones). With logQ their q is the mixture's: item j is expected
   ``U·p_j + N/|catalogue|`` times among the candidates of a mini-batch of U users.
-* **Catalogue softmax** (``--item-loss-catalog``, off by default): the item loss's softmax runs
-  over every catalogue item, the batch's targets read with gradient and every other item taken
-  from the item table the rewards just used (no gradient, at most ``item_refresh_steps`` old), each
-  user's history window masked as in evaluation. Nothing is sampled, so there is no bias to correct;
-  it costs one (users × catalogue) product a step, the table being computed for the rewards anyway.
 * **One hidden state for all three uses**: the loss reads the user vector with a forward hook on the
   backbone during TRL's fused log-prob forward, the reward with the same backbone on the same token
   ids, evaluation with :meth:`R2ecModel.vectors`, all at the last ``<answer>`` token (the reference
@@ -82,8 +77,6 @@ def plan(recipe: R2ecRecipe) -> dict[str, Any]:
         loss += ", item loss logQ-corrected"
     if recipe.item_loss_uniform_negatives:
         loss += f", {recipe.item_loss_uniform_negatives} uniform negatives"
-    if recipe.item_loss_catalog:
-        loss += ", item loss over the whole catalogue"
     return {
         "model": recipe.model, "data": recipe.data, "out": recipe.out, "world_size": group.world_size,
         "rollouts_per_step": group.completions_per_step, "users_per_step": group.prompts_per_step,
@@ -96,9 +89,8 @@ def plan(recipe: R2ecRecipe) -> dict[str, Any]:
         "loss": loss, "clip": f"[1-{recipe.epsilon_low}, 1+{recipe.epsilon_high}]",
         "item_loss_top": recipe.item_loss_top,
         "item_loss_logq": "log share of training interactions (Yi et al. 2019)" if recipe.item_loss_logq else False,
-        "item_loss_negatives": "every catalogue item (the rewards' item table), history masked" if recipe.item_loss_catalog
-                               else "the batch's targets" + (f" + {recipe.item_loss_uniform_negatives} uniform (Yang et al. 2020)"
-                                                             if recipe.item_loss_uniform_negatives else ""),
+        "item_loss_negatives": "the batch's targets" + (f" + {recipe.item_loss_uniform_negatives} uniform (Yang et al. 2020)"
+                                                         if recipe.item_loss_uniform_negatives else ""),
         "item_refresh_steps": recipe.item_refresh_steps,
         "history_window": recipe.history_window,
         "user_prompt": "titles, ratings, time before" + (", attributes" if recipe.history_attributes else "")
@@ -280,7 +272,6 @@ def _trainer_class():
                 "completion_ids": completion_t, "completion_mask": completion_mask, "loss_mask": loss_mask,
                 "advantages": advantages_all[part].to(device), "item_mark": marks_all[part].to(device),
                 "target": targets.to(device), "user_vector": users.detach(),
-                **({"history_mask": self.history_mask(inputs).to(device)} if recipe.item_loss_catalog else {}),
                 "num_items_in_batch": self.accelerator.gather((completion_mask * loss_mask).sum()).sum(),
             }
             if old_logps is not None:
@@ -326,38 +317,19 @@ def _trainer_class():
             order = torch.randperm(len(self.item_ids), generator=self.negatives_rng)
             return order[~torch.isin(order, exclude)][:n]
 
-        def history_mask(self, inputs) -> torch.Tensor:
-            """(rollouts, catalogue) bool: each rollout's history window, its target left in."""
-            mask = torch.zeros(len(inputs), len(self.item_ids), dtype=torch.bool)
-            for row, x in enumerate(inputs):
-                mask[row, list(x["history"])] = True
-                mask[row, int(x["target"])] = False
-            return mask
-
-        def read_items(self, model, candidates: torch.Tensor, device) -> torch.Tensor:
-            """Vectors of the catalogue items ``candidates``, read by the model with gradient."""
-            ids, mask = pad_sequences([self.item_prompts[j] for j in candidates.tolist()], None, self.r2ec.pad_id)
-            ids, mask = ids.to(device), mask.to(device)
-            with self.accelerator.autocast():
-                hidden = backbone(self.accelerator.unwrap_model(model))(
-                    input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            return gather_positions(hidden, answer_positions(ids, self.r2ec.answer_id))
-
         def item_loss(self, model, users, inputs):
             """The item loss of one mini-batch: its distinct targets, and any uniform negatives,
-            read by the model with gradient; with ``item_loss_catalog`` every other item too, from
-            the rewards' item table."""
+            read by the model with gradient."""
             recipe = self.recipe
             targets = inputs["target"].cpu()
             distinct, labels = torch.unique(targets, return_inverse=True)
-            if recipe.item_loss_catalog:
-                fresh = self.read_items(model, distinct, users.device)
-                table = self.item_table.vectors.to(device=users.device, dtype=fresh.dtype)
-                items = table.index_copy(0, distinct.to(users.device), fresh)
-                return losses.item_loss(users, items, targets, inputs["advantages"], inputs["item_mark"],
-                                        tau=recipe.tau, exclude=inputs["history_mask"])
             candidates = torch.cat([distinct, self.uniform_negatives(distinct)])
-            items = self.read_items(model, candidates, users.device)
+            ids, mask = pad_sequences([self.item_prompts[j] for j in candidates.tolist()], None, self.r2ec.pad_id)
+            ids, mask = ids.to(users.device), mask.to(users.device)
+            with self.accelerator.autocast():
+                hidden = backbone(self.accelerator.unwrap_model(model))(
+                    input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            items = gather_positions(hidden, answer_positions(ids, self.r2ec.answer_id))
             log_q = None if self.log_q is None else self.log_q[candidates]
             if log_q is not None and recipe.item_loss_uniform_negatives:   # the mixture's expected counts
                 n_users = len(targets) / self.num_generations
