@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
 
-    recipe = yaml.safe_load(open(args.recipe).read()) if args.recipe else {}
-    opts, tau = prompt_options(recipe or {}), float((recipe or {}).get("tau", 0.02))
+    recipe = (yaml.safe_load(Path(args.recipe).read_text()) or {}) if args.recipe else {}
+    opts, tau = prompt_options(recipe), float(recipe.get("tau", 0.02))
     scale = schema.rating_scale(args.data)
     model, tokenizer = load_model(args.base)
     add_answer_token(model, tokenizer)
