@@ -1,5 +1,6 @@
-"""The two R2ec probes of bench/ run on a tiny world: the headroom ranker at β = 0 is exactly the
-popularity baseline (same catalogue, same protocol), and the two-tower probe trains and validates."""
+"""The R2ec probes of bench/ run on a tiny world: the headroom ranker at β = 0 is exactly the
+popularity baseline (same catalogue, same protocol), the two-tower probe trains and validates, and the
+sample-size probe scores its bag-of-attributes model against that same popularity figure."""
 
 from __future__ import annotations
 
@@ -44,3 +45,22 @@ def test_two_tower_probe_trains_and_validates(r2ec_world, r2ec_model, capsys):
     scores = [float(x) for x in re.findall(r"valid NDCG@10 (\d\.\d{4})", out)]
     losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", out)]
     assert len(scores) == 3 and len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_sample_size_probe_scores_against_the_popularity_baseline(r2ec_world, capsys):
+    from reczero.baselines import make_ranker
+    from reczero.rankings import load_ranking_rows, per_sample_ndcg, rank_rows
+
+    assert _script("ranking_sample_size").main(["--data", str(r2ec_world), "--users", "40", "80", "--seeds", "0",
+                                                "--epochs", "2", "--dim", "8"]) == 0
+    out = capsys.readouterr().out
+    popularity = make_ranker("popularity").fit(load_ranking_rows(r2ec_world, "train", timestamps=True))
+    test = load_ranking_rows(r2ec_world, "test")
+    expected = per_sample_ndcg(rank_rows(lambda block: popularity.score([test["history"].iloc[int(i)] for i in block]),
+                                         test, popularity.catalog)["rank"], 10).mean()
+    assert f"popularity test NDCG@10 {expected:.4f}" in out
+    lines = re.findall(r"users (\d+) seed 0: valid (\S+) \(epoch ([12])\); test (\S+), - popularity (\S+) \[(\S+), (\S+)\]", out)
+    assert [int(line[0]) for line in lines] == [40, 80]
+    for _, _, _, score, diff, lo, hi in lines:
+        assert math.isclose(float(score) - expected, float(diff), abs_tol=2e-4)
+        assert float(lo) <= float(diff) <= float(hi)
