@@ -238,6 +238,27 @@ def test_item_filter_applies_to_any_source_with_items(tmp_path, capsys, monkeypa
     assert "no item carries a price" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("source", ["amazon2014", "amazon2018"])
+def test_item_filter_sees_the_raw_titles_and_prices_of_the_older_amazon_dumps(tmp_path, source, capsys):
+    """The 2014 and 2018 readers hand over the raw title and the price too: the fixture's B002 has
+    markup in its title (cleaned away in ``title``), and 2018's prices are "$9.99" or ""."""
+    from fixtures_raw import WRITERS
+
+    raw = WRITERS[source](tmp_path / "raw")
+    args = ["-q", "data", "prepare", "--source", source, "--input", str(raw.reviews), "--meta", str(raw.meta)]
+    assert cli.main([*args, "--item-filter", "r2ec", "--out", str(tmp_path / "out")]) == 0
+    listed = {json.loads(e["record"])["item_id"]: e["reason"] for e in rejects(tmp_path / "out", "items")
+              if e["reason"] in ("html_in_title", "bad_price")}
+    assert listed == {"B002": "html_in_title"}
+    assert "B002" not in pq.read_table(tmp_path / "out" / S.ITEMS).column("item_id").to_pylist()
+    if source == "amazon2018":      # "$9.99" is a price, "" is none; only the unreviewed B004 is left
+        assert cli.main([*args, "--item-filter", "r2ec-price", "--out", str(tmp_path / "price")]) == 2
+        assert "no interaction left after checks and filters" in capsys.readouterr().err
+        listed = {json.loads(e["record"])["item_id"]: e["reason"] for e in rejects(tmp_path / "price", "items")
+                  if e["reason"] in ("html_in_title", "bad_price")}
+        assert listed == {"B001": "bad_price", "B002": "html_in_title", "B003": "bad_price"}
+
+
 def test_unusable_filter_options_are_one_line_errors(tmp_path, dump, capsys):
     reviews, _ = dump
     base = ["-q", "data", "prepare", "--source", "amazon2023", "--input", str(reviews), "--out", str(tmp_path / "o")]

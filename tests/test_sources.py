@@ -87,6 +87,12 @@ def test_format_specific_fields(tmp_path):
     m18 = read("amazon2018", "items", dump18.meta, RejectLog()).to_pylist()
     assert m18[1]["description"] == "Soft fleece. More. Feature one"
     assert m18[1]["attributes"] == ["Home", "Bedding", "brand: Acme"]
+    # --item-filter's check columns: the raw title where cleaning changed it; "$9.99" as a number, "" as none
+    assert [(r["raw_title"] is not None, r["price"]) for r in m18] == [
+        (False, None), (True, "9.99"), (False, None), (False, "9.99")]
+    assert m18[1]["raw_title"].startswith('<span class="t">') and m18[1]["title"] == "Cozy & Warm Blanket"
+    assert [(r["raw_title"] is not None, r["price"]) for r in t14] == [(False, "9.99"), (True, "9.99"),
+                                                                       (False, "9.99"), (False, "9.99")]
 
     r23 = read("amazon2023", "interactions", WRITERS["amazon2023"](tmp_path / "c").reviews, RejectLog()).to_pylist()
     assert [(r["item_id"], r["timestamp"], r["summary"]) for r in r23[:2]] == [
@@ -311,3 +317,12 @@ def test_half_star_is_off_the_step_in_both_paths(tmp_path):
         log = RejectLog(tmp_path / "rejects.jsonl")
         assert read("amazon2018", "interactions", path, log, vectorised=vectorised).num_rows == 19
         assert rejects_of(log, "interactions") == {8: "bad_rating"}
+
+
+@pytest.mark.parametrize(("text", "price"), [
+    ("$12.99", "12.99"), ("$1,299.00", "1299.00"), (" $5 ", "5"), ("$10.99 - $20.99", "$10.99 - $20.99"),
+    ("$1,29.00", "$1,29.00"), ("", ""), (None, None), (7.5, 7.5)])
+def test_amazon2018_prices_are_handed_over_as_numbers_where_they_are_dollar_amounts(text, price):
+    from reczero.data.sources.amazon2018 import _price
+
+    assert _price(text) == price

@@ -14,6 +14,7 @@ from typing import Any
 
 MAX_TITLE_CHARS = 300
 MAX_DESCRIPTION_CHARS = 2_000
+RAW_TITLE_CHARS = 2_000          # enough to see a tag; a page of junk is not kept whole
 LATEST_SECONDS = 4_102_444_800          # 2100-01-01: later "seconds" are milliseconds or garbage
 
 
@@ -128,3 +129,13 @@ def labelled(label: str, value: Any) -> str | None:
         if value:
             return f"{label}: {value}"
     return None
+
+
+def title_and_checks(raw: Any, price: Any) -> tuple[str | None, str | None, str | None]:
+    """``(title, raw_title, price)`` of an Amazon meta record: the clean title, then the optional
+    check columns that only ``--item-filter`` reads (:data:`reczero.data.filters.ITEM_CHECK_FIELDS`):
+    the title as the dump holds it where cleaning changed it (so that HTML in it is still seen; at
+    most ``RAW_TITLE_CHARS``), and the price as text (null when absent or empty)."""
+    title = clean_text(raw, MAX_TITLE_CHARS)
+    return (title, raw[:RAW_TITLE_CHARS] if type(raw) is str and raw != title else None,
+            None if price is None or price == "" else str(price))

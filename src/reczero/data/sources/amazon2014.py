@@ -9,8 +9,10 @@ Mapping: ``reviewerID`` → user_id, ``asin`` → item_id, ``overall`` → ratin
 ``unixReviewTime`` (seconds; else ``reviewTime`` "MM DD, YYYY" as UTC midnight) → timestamp,
 ``reviewText`` → review, ``summary`` → summary. Meta: ``categories`` (a list of category paths)
 flattened and deduplicated into attributes, plus ``brand: X``; ``title`` and ``description`` cleaned
-of HTML. ``helpful``, ``price``, ``related`` and ``salesRank`` are not carried: the prompt shows
-what a shopper reads, and sales rank is measured after the reviews it would have to predict.
+of HTML. ``helpful``, ``related`` and ``salesRank`` are not carried: the prompt shows what a
+shopper reads, and sales rank is measured after the reviews it would have to predict. For
+``--item-filter`` each item also carries the optional check columns, as Amazon 2023's: the raw
+title where cleaning changed it, and ``price`` (a number in this dump) as text.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ from __future__ import annotations
 import ast
 from datetime import UTC, datetime
 
+from reczero.data.filters import ITEM_CHECK_FIELDS
 from reczero.data.schema import RatingScale
 from reczero.data.sources._fields import (
-    MAX_TITLE_CHARS,
     Rejected,
     attributes,
-    clean_text,
     describe,
     ident,
     labelled,
     number,
     seconds,
     text,
+    title_and_checks,
 )
 from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
@@ -63,11 +65,12 @@ def review_row(obj: dict) -> tuple:
 def meta_row(obj: dict) -> tuple:
     if "asin" not in obj:
         raise Rejected("missing_field", "no 'asin'")
-    return (ident(obj["asin"], "asin"), clean_text(obj.get("title"), MAX_TITLE_CHARS),
+    title, raw_title, price = title_and_checks(obj.get("title"), obj.get("price"))
+    return (ident(obj["asin"], "asin"), title,
             attributes(obj.get("categories"), labelled("brand", obj.get("brand"))),
-            describe(obj.get("description")))
+            describe(obj.get("description")), raw_title, price)
 
 
 read_interactions, read_items = make_readers(
     NAME, meta_row, columns=COLUMNS, meta_fields=META_FIELDS, default_scale=DEFAULT_SCALE, review_row=review_row,
-    loose=ast.literal_eval)
+    loose=ast.literal_eval, item_fields=ITEM_CHECK_FIELDS)

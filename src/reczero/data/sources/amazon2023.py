@@ -13,42 +13,31 @@ they summarise every review in the dump, including those the model will be asked
 
 For ``--item-filter`` (the R2ec reference's item rules, :mod:`reczero.data.filters`) each item also
 carries the optional check columns: ``raw_title``, the title as the dump holds it where cleaning
-changed it (so that HTML in it is still seen; at most ``RAW_TITLE_CHARS``), and ``price`` as text
-(a number, a string such as ``"$5"`` or ``"None"``, null when absent), which the filter alone reads.
+changed it (so that HTML in it is still seen), and ``price`` as text (a number, a string such as
+``"$5"`` or ``"None"``, null when absent), which the filter alone reads
+(:func:`~reczero.data.sources._fields.title_and_checks`, shared with the 2014 and 2018 readers).
 """
 
 from __future__ import annotations
 
 from reczero.data.filters import ITEM_CHECK_FIELDS
 from reczero.data.schema import RatingScale
-from reczero.data.sources._fields import (
-    MAX_TITLE_CHARS,
-    Rejected,
-    attributes,
-    clean_text,
-    describe,
-    ident,
-    labelled,
-)
+from reczero.data.sources._fields import Rejected, attributes, describe, ident, labelled, title_and_checks
 from reczero.data.sources._jsonl import ReviewColumns, make_readers
 
 NAME = "amazon2023"
 DEFAULT_SCALE = RatingScale(1.0, 5.0, 1.0)
 COLUMNS = ReviewColumns("user_id", "parent_asin", "rating", "timestamp", "text", "title", per_second=1000)
 META_FIELDS = ("parent_asin",)
-RAW_TITLE_CHARS = 2_000          # enough to see a tag; a page of junk is not kept whole
 
 
 def meta_row(obj: dict) -> tuple:
     if "parent_asin" not in obj:
         raise Rejected("missing_field", "no 'parent_asin'")
-    raw, price = obj.get("title"), obj.get("price")
-    title = clean_text(raw, MAX_TITLE_CHARS)
+    title, raw_title, price = title_and_checks(obj.get("title"), obj.get("price"))
     return (ident(obj["parent_asin"], "parent_asin"), title,
             attributes(obj.get("main_category"), obj.get("categories"), labelled("store", obj.get("store"))),
-            describe(obj.get("description"), obj.get("features")),
-            raw[:RAW_TITLE_CHARS] if type(raw) is str and raw != title else None,     # raw_title
-            None if price is None else str(price))                                   # price
+            describe(obj.get("description"), obj.get("features")), raw_title, price)
 
 
 read_interactions, read_items = make_readers(
