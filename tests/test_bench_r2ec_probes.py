@@ -21,16 +21,21 @@ def _script(name: str):
     return module
 
 
-def test_headroom_at_beta_zero_is_the_popularity_baseline(r2ec_world, capsys):
+def _popularity_ndcg(world, split: str) -> float:
+    """The popularity baseline's NDCG@10 on ``split``, computed here with the library's protocol."""
     from reczero.baselines import make_ranker
     from reczero.rankings import load_ranking_rows, per_sample_ndcg, rank_rows
 
+    popularity = make_ranker("popularity").fit(load_ranking_rows(world, "train", timestamps=True))
+    rows = load_ranking_rows(world, split)
+    return per_sample_ndcg(rank_rows(lambda block: popularity.score([rows["history"].iloc[int(i)] for i in block]),
+                                     rows, popularity.catalog)["rank"], 10).mean()
+
+
+def test_headroom_at_beta_zero_is_the_popularity_baseline(r2ec_world, capsys):
     assert _script("ranking_headroom").main(["--data", str(r2ec_world), "--betas", "0", "3"]) == 0
     out = capsys.readouterr().out
-    popularity = make_ranker("popularity").fit(load_ranking_rows(r2ec_world, "train", timestamps=True))
-    valid = load_ranking_rows(r2ec_world, "valid")
-    expected = per_sample_ndcg(rank_rows(lambda block: popularity.score([valid["history"].iloc[int(i)] for i in block]),
-                                         valid, popularity.catalog)["rank"], 10).mean()
+    expected = _popularity_ndcg(r2ec_world, "valid")
     assert f"beta 0: {expected:.4f}" in out
     assert re.search(r"beta 3: 0\.\d{4}", out)
     line = re.search(r"popularity NDCG@10 (\S+); .* \(beta (\S+), chosen on valid\) (\S+); difference (\S+)", out)
@@ -48,16 +53,10 @@ def test_two_tower_probe_trains_and_validates(r2ec_world, r2ec_model, capsys):
 
 
 def test_sample_size_probe_scores_against_the_popularity_baseline(r2ec_world, capsys):
-    from reczero.baselines import make_ranker
-    from reczero.rankings import load_ranking_rows, per_sample_ndcg, rank_rows
-
     assert _script("ranking_sample_size").main(["--data", str(r2ec_world), "--users", "40", "80", "--seeds", "0",
                                                 "--epochs", "2", "--dim", "8"]) == 0
     out = capsys.readouterr().out
-    popularity = make_ranker("popularity").fit(load_ranking_rows(r2ec_world, "train", timestamps=True))
-    test = load_ranking_rows(r2ec_world, "test")
-    expected = per_sample_ndcg(rank_rows(lambda block: popularity.score([test["history"].iloc[int(i)] for i in block]),
-                                         test, popularity.catalog)["rank"], 10).mean()
+    expected = _popularity_ndcg(r2ec_world, "test")
     assert f"popularity test NDCG@10 {expected:.4f}" in out
     lines = re.findall(r"users (\d+) seed 0: valid (\S+) \(epoch ([12])\); test (\S+), - popularity (\S+) \[(\S+), (\S+)\]", out)
     assert [int(line[0]) for line in lines] == [40, 80]
