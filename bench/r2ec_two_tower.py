@@ -1,7 +1,7 @@
 """A capacity probe for R2ec's model: the same base trained as a plain two-tower next-item model.
 
     python bench/r2ec_two_tower.py --data DATA --base BASE [--steps 300] [--lr 1e-3] [--users 32]
-                                   [--eval-every 50] [--recipe RUN/config.yaml]
+                                   [--eval-every 50] [--recipe RUN/config.yaml] [--split test]
 
 No reasoning, no RL: each step reads the no-reasoning user vector (the state at ``<answer>``
 pre-filled after the prompt) of ``--users`` training samples and the vector of **every** catalogue
@@ -10,7 +10,8 @@ whole catalogue (the user's history window masked, as evaluation does). This is 
 supervision R2ec's vectors can get: nothing sampled, no advantage weighting, no stale table. AdamW,
 learning rate decayed linearly to 0, gradients clipped at 1, dropout off, one torch thread.
 Validation NDCG@10 (all valid samples, the library's full ranking) at step 0 and every
-``--eval-every`` steps.
+``--eval-every`` steps; at the end, the final model (no step picked) is scored once on ``--split``
+against the popularity baseline, by the paired bootstrap of per-sample NDCG@10.
 
 Why: R2ec-tiny stays below popularity on the ranking demo's world. If this probe also stays below
 it, the bottleneck is the model and the number of users seen, not RecPO (bench/RESULTS.md, "What
@@ -29,7 +30,9 @@ import numpy as np
 import torch
 import yaml
 
+from reczero.baselines import make_ranker
 from reczero.data import schema
+from reczero.metrics import bootstrap_mean
 from reczero.models import load_model
 from reczero.r2ec.evaluate import prompt_options, rank_users, user_prompt_ids
 from reczero.r2ec.item_table import compute_item_table, item_prompt_ids, item_records
@@ -41,7 +44,7 @@ from reczero.r2ec.model import (
     gather_positions,
     pad_sequences,
 )
-from reczero.rankings import ItemCatalog, load_ranking_rows, per_sample_ndcg
+from reczero.rankings import ItemCatalog, load_ranking_rows, per_sample_ndcg, rank_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (linear decay to 0)")
     parser.add_argument("--eval-every", type=int, default=50, help="validate every N steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample draw")
+    parser.add_argument("--split", default="test", help="the split the final model is scored on once (default test)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -76,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     histories = [catalog.index(list(h)) for h in rows["history"]]
     valid, valid_rows = schema.load_split(args.data, "valid"), load_ranking_rows(args.data, "valid")
     valid_users = user_prompt_ids(r2ec, valid, opts, scale, no_reasoning=True)
+    final = schema.load_split(args.data, args.split)
+    final_rows = load_ranking_rows(args.data, args.split).set_index("sample_id").loc[list(final["sample_id"])].reset_index()
+    final_users = user_prompt_ids(r2ec, final, opts, scale, no_reasoning=True)
     trunk = backbone(model)
 
     def read(prompts: list[list[int]]) -> torch.Tensor:
@@ -83,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         hidden = trunk(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         return gather_positions(hidden, answer_positions(ids, r2ec.answer_id))
 
-    def validate() -> float:
+    def ndcg(prompts, rows) -> np.ndarray:
         model.eval()
         with torch.no_grad():
             table = compute_item_table(r2ec, items, list(catalog.ids), "probe")
-            vectors = r2ec.vectors(valid_users, None, batch_size=32)
+            vectors = r2ec.vectors(prompts, None, batch_size=32)
         model.train()
-        return float(per_sample_ndcg(rank_users(vectors, valid_rows, catalog, table, tau)["rank"], 10).mean())
+        return per_sample_ndcg(rank_users(vectors, rows, catalog, table, tau)["rank"], 10)
+
+    def validate() -> float:
+        return float(ndcg(valid_users, valid_rows).mean())
 
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -117,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.eval_every == 0 or step == steps:
             print(f"step {step}: loss {loss.item():.3f}, valid NDCG@10 {validate():.4f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
+    probe = ndcg(final_users, final_rows)
+    popularity = make_ranker("popularity").fit(load_ranking_rows(args.data, "train", timestamps=True))
+    pop = per_sample_ndcg(rank_rows(lambda block: popularity.score([final_rows["history"].iloc[int(i)] for i in block]),
+                                    final_rows, popularity.catalog)["rank"], 10)
+    d, lo, hi = bootstrap_mean(probe - pop)
+    print(f"final model, {args.split} ({len(final_rows)} samples): NDCG@10 {probe.mean():.4f}; popularity {pop.mean():.4f}; "
+          f"difference {d:+.4f} [{lo:+.4f}, {hi:+.4f}] (95%, paired)", flush=True)
     return 0
 
 

@@ -50,6 +50,11 @@ def test_two_tower_probe_trains_and_validates(r2ec_world, r2ec_model, capsys):
     scores = [float(x) for x in re.findall(r"valid NDCG@10 (\d\.\d{4})", out)]
     losses = [float(x) for x in re.findall(r"loss (\d+\.\d+)", out)]
     assert len(scores) == 3 and len(losses) == 2 and all(np.isfinite(losses))
+    final = re.search(r"final model, test \(\d+ samples\): NDCG@10 (\S+); popularity (\S+); difference (\S+) \[(\S+), (\S+)\]",
+                      out)
+    assert final and math.isclose(float(final.group(2)), _popularity_ndcg(r2ec_world, "test"), abs_tol=1e-4)
+    assert math.isclose(float(final.group(1)) - float(final.group(2)), float(final.group(3)), abs_tol=2e-4)
+    assert float(final.group(4)) <= float(final.group(3)) <= float(final.group(5))
 
 
 def test_sample_size_probe_scores_against_the_popularity_baseline(r2ec_world, capsys):
