@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from reczero.baselines import make_ranker
+from reczero.baselines import make_ranker, rank_ranker_rows
 from reczero.data import schema
 from reczero.metrics import bootstrap_mean
 from reczero.models import load_model
@@ -44,7 +44,7 @@ from reczero.r2ec.model import (
     gather_positions,
     pad_sequences,
 )
-from reczero.rankings import ItemCatalog, load_ranking_rows, per_sample_ndcg, rank_rows
+from reczero.rankings import ItemCatalog, load_ranking_rows, per_sample_ndcg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
     probe = ndcg(final_users, final_rows)
     popularity = make_ranker("popularity").fit(load_ranking_rows(args.data, "train", timestamps=True))
-    pop = per_sample_ndcg(rank_rows(lambda block: popularity.score([final_rows["history"].iloc[int(i)] for i in block]),
-                                    final_rows, popularity.catalog)["rank"], 10)
+    pop = per_sample_ndcg(rank_ranker_rows(popularity, final_rows)["rank"], 10)
     d, lo, hi = bootstrap_mean(probe - pop)
     print(f"final model, {args.split} ({len(final_rows)} samples): NDCG@10 {probe.mean():.4f}; popularity {pop.mean():.4f}; "
           f"difference {d:+.4f} [{lo:+.4f}, {hi:+.4f}] (95%, paired)", flush=True)

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from ranking_headroom import attribute_matrix  # noqa: E402  (the sibling probe's attribute table)
 
-from reczero.baselines import make_ranker  # noqa: E402
+from reczero.baselines import make_ranker, rank_ranker_rows  # noqa: E402
 from reczero.metrics import bootstrap_mean  # noqa: E402
 from reczero.rankings import load_ranking_rows, per_sample_ndcg, rank_rows  # noqa: E402
 
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     matrix = torch.from_numpy(table)
     valid, rows = load_ranking_rows(args.data, "valid"), load_ranking_rows(args.data, args.split)
     split_rows = ((valid, taste_features(valid, matrix, row_of)[0]), (rows, taste_features(rows, matrix, row_of)[0]))
-    pop = per_sample_ndcg(rank_rows(lambda block: popularity.score([rows["history"].iloc[int(i)] for i in block]),
-                                    rows, catalog)["rank"], 10)
+    pop = per_sample_ndcg(rank_ranker_rows(popularity, rows)["rank"], 10)
     print(f"{len(catalog)} items, {table.shape[1]} attributes; popularity {args.split} NDCG@10 {pop.mean():.4f} "
           f"({len(rows)} samples)", flush=True)
     for n in args.users:

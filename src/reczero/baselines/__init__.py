@@ -51,7 +51,7 @@ CLI_HPARAMS = ("factors", "epochs", "lr", "reg", "patience", "batch_size", "hidd
                "max_len", "neighbors", "shrink")
 
 __all__ = ["BASELINES", "RANKERS", "Baseline", "Ranker", "load_ranker", "make_baseline", "make_ranker", "run_baseline",
-           "run_ranking_baseline"]
+           "rank_ranker_rows", "run_ranking_baseline"]
 
 
 def make_baseline(method: str, **hparams) -> Baseline:
@@ -199,11 +199,21 @@ def run_baseline(cfg: BaselineConfig) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
+def rank_ranker_rows(ranker: Ranker, rows, *, mask_history: bool = True, top_k: int = 20):
+    """:func:`reczero.rankings.rank_rows` of ``rows`` (:func:`~reczero.rankings.load_ranking_rows`)
+    by a fitted ranker: each row's history scored against the whole catalogue."""
+    from reczero.rankings import rank_rows
+
+    histories = list(rows["history"])
+    return rank_rows(lambda idx: ranker.score([histories[i] for i in idx]), rows, ranker.catalog,
+                     mask_history=mask_history, top_k=top_k)
+
+
 def rank_split(ranker: Ranker, data_dir: str | Path, split: str, out_dir: Path, *, method: str,
                mask_history: bool, top_k: int, extra: dict, limit: int | None = None) -> dict | None:
     """Full ranking of one split by a fitted ranker, written by :func:`reczero.rankings.write_rankings`;
     returns the metrics (None when the split is empty)."""
-    from reczero.rankings import load_ranking_rows, rank_rows, write_rankings
+    from reczero.rankings import load_ranking_rows, write_rankings
 
     rows = load_ranking_rows(data_dir, split)
     if limit is not None:
@@ -211,9 +221,7 @@ def rank_split(ranker: Ranker, data_dir: str | Path, split: str, out_dir: Path, 
     if len(rows) == 0:
         log.warning("%s: split %s is empty; nothing to rank", data_dir, split)
         return None
-    histories = list(rows["history"])
-    frame = rank_rows(lambda idx: ranker.score([histories[i] for i in idx]), rows, ranker.catalog,
-                      mask_history=mask_history, top_k=top_k)
+    frame = rank_ranker_rows(ranker, rows, mask_history=mask_history, top_k=top_k)
     metrics = write_rankings(out_dir, frame, method=method, split=split, data_dir=data_dir, extra=extra)
     print(f"{method} on {split} (n={metrics['n']}, {metrics['n_items']} items): Hit@10 {metrics['hit@10']:.4f}  "
           f"NDCG@10 {metrics['ndcg@10']:.4f}  MRR {metrics['mrr']:.4f}  -> {out_dir}")
